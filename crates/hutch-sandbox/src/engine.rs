@@ -22,8 +22,9 @@ use crate::seccomp;
 use crate::state::{self, SandboxRecord};
 use crate::template::TemplateStore;
 
-/// Name of the cgroup that holds every sandbox's group.
-const CGROUP_PARENT: &str = "hutch";
+/// Data dir whose sandboxes live under the plain `hutch` cgroup; others get `hutch-<hash>` so
+/// several engines (tests, side-by-side installs) never touch each other's groups.
+const DEFAULT_DATA_DIR: &str = "/var/lib/hutch";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Engine settings.
@@ -96,6 +97,14 @@ struct Live {
     cgroup: Cgroup,
 }
 
+/// Network setup for sandboxes that get more than loopback. `setup` runs in the host process
+/// after PID 1 exists (its network namespace is `/proc/<pid>/ns/net`) and before anything in the
+/// sandbox runs; an error aborts the create (fail closed). `teardown` runs on destroy.
+pub trait NetworkHook: Send + Sync {
+    fn setup(&self, id: &str, pid: i32) -> Result<()>;
+    fn teardown(&self, id: &str) -> Result<()>;
+}
+
 /// Config the guest reads from its config fd (see `hutch_guest::GuestConfig`).
 #[derive(Serialize)]
 struct GuestBoot<'a> {
@@ -107,12 +116,15 @@ struct GuestBoot<'a> {
 /// The sandbox engine. `Send + Sync`; share it in an `Arc`.
 pub struct Engine {
     sandboxes_dir: PathBuf,
+    /// Cgroup (under each hierarchy root) holding this engine's sandbox groups.
+    cgroup_parent: String,
     hierarchy: Hierarchy,
     /// Resolved host path of the guest binary.
     exe: PathBuf,
     seccomp: seccomp::Filters,
     templates: TemplateStore,
     live: Mutex<HashMap<String, Arc<Live>>>,
+    network: Mutex<Option<Arc<dyn NetworkHook>>>,
 }
 
 impl Engine {
@@ -126,7 +138,8 @@ impl Engine {
         fs::create_dir_all(&sandboxes_dir).ctx(|| format!("create {}", sandboxes_dir.display()))?;
         let templates = TemplateStore::new(data.join("templates"), sandboxes_dir.clone())?;
         let hierarchy = Hierarchy::detect()?;
-        hierarchy.init_parent(CGROUP_PARENT)?;
+        let cgroup_parent = cgroup_parent_for(data);
+        hierarchy.init_parent(&cgroup_parent)?;
         let exe_path = cfg.guest_exe.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         let exe = fs::canonicalize(&exe_path).ctx(|| format!("guest binary {}", exe_path.display()))?;
         if !exe.is_file() {
@@ -134,17 +147,33 @@ impl Engine {
         }
         Ok(Engine {
             sandboxes_dir,
+            cgroup_parent,
             hierarchy,
             exe,
             seccomp: seccomp::build()?,
             templates,
             live: Mutex::new(HashMap::new()),
+            network: Mutex::new(None),
         })
+    }
+
+    /// Install the network hook (see [`NetworkHook`]).
+    pub fn set_network_hook(&self, hook: Arc<dyn NetworkHook>) {
+        *self.network.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    fn network_hook(&self) -> Option<Arc<dyn NetworkHook>> {
+        self.network.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The template store.
     pub fn templates(&self) -> &TemplateStore {
         &self.templates
+    }
+
+    /// The cgroup (below each hierarchy's root) that holds this engine's sandboxes.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
     }
 
     /// Whether the host uses cgroup v2.
@@ -172,7 +201,7 @@ impl Engine {
             }
             Err(e) => return Err(Error::Io { context: format!("create {}", dir.display()), source: e }),
         }
-        let cgroup = self.hierarchy.group(CGROUP_PARENT, &spec.id);
+        let cgroup = self.hierarchy.group(&self.cgroup_parent, &spec.id);
         match self.start(spec, &dir, &cgroup, tpl) {
             Ok(live) => {
                 let info = info_of(&live);
@@ -243,7 +272,13 @@ impl Engine {
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
         };
-        let launched = launch::launch(&plan, go_w, status_r, vec_of(child_fds, child_go), READY_TIMEOUT, |pid| cgroup.add(pid))?;
+        let launched = launch::launch(&plan, go_w, status_r, vec_of(child_fds, child_go), READY_TIMEOUT, |pid| {
+            cgroup.add(pid)?;
+            match self.network_hook() {
+                Some(hook) => hook.setup(&spec.id, pid),
+                None => Ok(()),
+            }
+        })?;
         let record = SandboxRecord {
             id: spec.id.clone(),
             template: spec.template.clone(),
@@ -318,7 +353,7 @@ impl Engine {
     pub fn destroy(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         let live = self.lock().remove(id);
-        let cgroup = self.hierarchy.group(CGROUP_PARENT, id);
+        let cgroup = self.hierarchy.group(&self.cgroup_parent, id);
         if let Some(live) = &live {
             // PID 1 dying takes the whole pid namespace with it; the cgroup sweep below catches
             // anything that raced.
@@ -330,6 +365,9 @@ impl Engine {
             launch::reap(&live.pidfd);
         }
         cgroup.remove()?;
+        if let Some(hook) = self.network_hook() {
+            hook.teardown(id)?;
+        }
         let dir = self.dir(id);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -361,7 +399,7 @@ impl Engine {
                     return None;
                 }
                 let pidfd = pidfd_open(rec.pid)?;
-                let cgroup = self.hierarchy.group(CGROUP_PARENT, &rec.id);
+                let cgroup = self.hierarchy.group(&self.cgroup_parent, &rec.id);
                 Some(Live { record: rec, pidfd, cgroup })
             });
             match reattached {
@@ -375,7 +413,7 @@ impl Engine {
                 }
             }
         }
-        for id in self.hierarchy.children(CGROUP_PARENT) {
+        for id in self.hierarchy.children(&self.cgroup_parent) {
             if !on_disk.contains(&id) && validate_id(&id).is_ok() {
                 self.destroy(&id)?;
                 report.cleaned.push(id);
@@ -383,6 +421,16 @@ impl Engine {
         }
         Ok(report)
     }
+}
+
+fn cgroup_parent_for(data: &Path) -> String {
+    let canonical = fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    if canonical == Path::new(DEFAULT_DATA_DIR) {
+        return "hutch".into();
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    format!("hutch-{}", &hex::encode(hash)[..12])
 }
 
 fn conflict(id: &str, s: RuntimeState, message: &str) -> Error {

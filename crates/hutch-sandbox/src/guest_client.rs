@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use hutch_api::{ApiError, ErrorBody, ErrorCode, GUEST_TOKEN_HEADER};
 use crate::error::{Error, Result};
 
 /// Request body type the client sends (streamable).
-pub type GuestBody = BoxBody<Bytes, std::io::Error>;
+pub type GuestBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A cheap-to-clone handle on one sandbox's guest.
 #[derive(Clone)]
@@ -69,7 +69,7 @@ impl GuestClient {
             .method(method)
             .uri(path)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes).map_err(|never| match never {}).boxed())
+            .body(Full::new(bytes).map_err(|never| match never {}).boxed_unsync())
             .map_err(|e| Error::Guest(e.to_string()))?;
         let resp = self.send(req).await?;
         let status = resp.status();

@@ -18,7 +18,8 @@ mod seccomp;
 mod state;
 mod template;
 
-pub use engine::{Engine, EngineConfig, RecoverReport, SandboxInfo, SandboxSpec, SandboxStats, RuntimeState};
+pub use engine::{Engine, EngineConfig, NetworkHook, RecoverReport, RuntimeState, SandboxInfo, SandboxSpec, SandboxStats};
+pub use mounts::GUEST_PATH;
 pub use error::{Error, Result};
 pub use guest_client::{GuestClient, GuestBody};
 pub use template::{TemplateInfo, TemplateStore};

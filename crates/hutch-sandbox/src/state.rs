@@ -48,13 +48,18 @@ impl SandboxRecord {
     }
 }
 
-/// Start time (clock ticks since boot) of a process, or None if it does not exist.
+/// Start time (clock ticks since boot) of a live process, or None if it does not exist or has
+/// exited (a zombie waiting to be reaped is not a running sandbox).
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 2 (comm) may contain spaces and parens: parse after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    // rest starts at field 3; start time is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // rest starts at field 3 (state); start time is field 22.
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]

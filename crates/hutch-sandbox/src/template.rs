@@ -153,7 +153,7 @@ impl TemplateStore {
             ar.set_unpack_xattrs(false);
             ar.set_overwrite(true);
             // unpack() refuses entries that would escape the destination.
-            ar.unpack(&rootfs).map_err(|e| Error::Invalid { field: "archive", message: format!("cannot unpack: {e}") })
+            ar.unpack(&rootfs).map_err(|e| Error::Invalid { field: "archive", message: format!("cannot unpack: {}", chain(&e)) })
         })();
         if let Err(e) = res {
             let _ = fs::remove_dir_all(&tmp);
@@ -237,6 +237,18 @@ impl TemplateStore {
             }
         })
     }
+}
+
+/// An error and its sources, `: `-separated (tar hides the useful part in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 /// Template names: `[a-z0-9][a-z0-9._-]{0,62}`.
@@ -367,6 +379,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(5);
         h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_cksum();
         b.append_data(&mut h, "bin/hello", &b"hello"[..]).unwrap();
         let data = b.into_inner().unwrap();
@@ -389,6 +404,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_cksum();
         b.append_data(&mut h, "etc/x", &b"x"[..]).unwrap();
         let tar = b.into_inner().unwrap();
