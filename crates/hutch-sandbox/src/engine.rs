@@ -238,11 +238,7 @@ impl Engine {
             cgroup_v2: self.hierarchy.is_v2(),
             guest_exe: &self.exe,
         })?;
-        cgroup.create(&Limits {
-            memory_bytes: spec.memory_mb.map(|m| m * 1024 * 1024),
-            cpus: spec.cpus,
-            pids: spec.pids,
-        })?;
+        let limits = Limits { memory_bytes: spec.memory_mb.map(|m| m * 1024 * 1024), cpus: spec.cpus, pids: spec.pids };
 
         let sock = dir.join("guest.sock");
         let listener = std::os::unix::net::UnixListener::bind(&sock).ctx(|| format!("bind {}", sock.display()))?;
@@ -273,6 +269,7 @@ impl Engine {
             nofile: launch::nofile_limit(),
         };
         let launched = launch::launch(&plan, go_w, status_r, vec_of(child_fds, child_go), READY_TIMEOUT, |pid| {
+            cgroup.create(&limits)?;
             cgroup.add(pid)?;
             match self.network_hook() {
                 Some(hook) => hook.setup(&spec.id, pid),
@@ -308,7 +305,7 @@ impl Engine {
     pub fn list(&self) -> Vec<SandboxInfo> {
         let all: Vec<Arc<Live>> = self.lock().values().cloned().collect();
         let mut out: Vec<SandboxInfo> = all.iter().map(|l| info_of(l)).collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out.sort_by_key(|a| a.created_at);
         out
     }
 
@@ -464,10 +461,10 @@ fn state_of(live: &Live) -> RuntimeState {
 
 fn validate(spec: &SandboxSpec) -> Result<()> {
     validate_id(&spec.id)?;
-    if let Some(c) = spec.cpus {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(Error::Invalid { field: "cpus", message: "must be a positive number".into() });
-        }
+    if let Some(c) = spec.cpus
+        && !(c.is_finite() && c > 0.0)
+    {
+        return Err(Error::Invalid { field: "cpus", message: "must be a positive number".into() });
     }
     if spec.memory_mb == Some(0) {
         return Err(Error::Invalid { field: "memory_mb", message: "must be positive".into() });

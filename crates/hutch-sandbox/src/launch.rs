@@ -76,8 +76,6 @@ const STACK_SIZE: usize = 256 * 1024;
 
 /// Step names that are not mount-plan steps (reported with these indexes past the plan).
 const EXTRA_STEPS: &[&str] = &[
-    "wait for parent",
-    "unshare cgroup namespace",
     "set hostname",
     "bring up loopback",
     "set rlimits",
@@ -89,8 +87,10 @@ const EXTRA_STEPS: &[&str] = &[
     "prepare fds",
 ];
 
-/// Clone the child. `before_start(pid)` runs in the parent while the child waits (cgroup
-/// placement, network setup); then the child proceeds. Returns once the guest reports ready.
+/// Clone the child. `before_start(pid)` runs in the parent (cgroup creation and placement,
+/// network setup) while the child builds its filesystem, which it then stops at
+/// [`Op::EnterCgroup`] to wait for; nothing of the sandbox runs before `before_start` is done.
+/// Returns once the guest reports ready.
 pub(crate) fn launch(
     plan: &ChildPlan,
     go_write: OwnedFd,
@@ -140,8 +140,13 @@ pub(crate) fn launch(
     }
     let mut go = std::fs::File::from(go_write);
     if let Err(e) = std::io::Write::write_all(&mut go, b"G") {
+        // The child is gone already; its own report says why.
+        let reported = wait_status(status_read, Duration::from_secs(1), &plan.steps);
         kill(&launched);
-        return Err(Error::Setup { step: "start child".into(), source: e });
+        return Err(match reported {
+            Err(err @ Error::Setup { .. }) => err,
+            _ => Error::Setup { step: "start child".into(), source: e },
+        });
     }
     drop(go);
     match wait_status(status_read, ready_timeout, &plan.steps) {
@@ -243,44 +248,32 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
         }
         // Everything else we inherited closes on exec (sockets, database files of the host process).
         if libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
-            fail(extra(10));
+            fail(extra(8));
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        let mut b = 0u8;
-        loop {
-            let r = libc::read(plan.go_fd, &mut b as *mut u8 as *mut c_void, 1);
-            if r == 1 {
-                break;
-            }
-            if r < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            // Parent gave up on us.
-            libc::_exit(125);
-        }
-        // Now inside the sandbox cgroup: make it our cgroup namespace root.
-        if libc::unshare(libc::CLONE_NEWCGROUP) < 0 {
-            fail(extra(1));
-        }
         libc::umask(0);
         for (i, step) in plan.steps.iter().enumerate() {
-            if !run_op(&step.op) {
+            let ok = match step.op {
+                Op::EnterCgroup => wait_for_go(plan.go_fd) && libc::unshare(libc::CLONE_NEWCGROUP) == 0,
+                _ => run_op(&step.op),
+            };
+            if !ok {
                 fail(i);
             }
         }
         libc::umask(0o022);
         let h = plan.hostname.as_bytes();
         if libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) < 0 {
-            fail(extra(2));
+            fail(extra(0));
         }
         if !loopback_up() {
-            fail(extra(3));
+            fail(extra(1));
         }
         let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &plan.nofile) < 0 || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0 {
-            fail(extra(4));
+            fail(extra(2));
         }
         // Bounding set first (needs CAP_SETPCAP, which capset may remove).
         for cap in 0..64u32 {
@@ -291,7 +284,7 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
                 if *libc::__errno_location() == libc::EINVAL {
                     break; // past the kernel's last capability
                 }
-                fail(extra(5));
+                fail(extra(3));
             }
         }
         libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
@@ -321,10 +314,10 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
             CapData { effective: hi, permitted: hi, inheritable: 0 },
         ];
         if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) < 0 {
-            fail(extra(6));
+            fail(extra(4));
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            fail(extra(7));
+            fail(extra(5));
         }
         for prog in &plan.seccomp {
             let fprog = libc::sock_fprog {
@@ -332,7 +325,7 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
                 filter: prog.as_ptr() as *mut libc::sock_filter,
             };
             if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog) < 0 {
-                fail(extra(8));
+                fail(extra(6));
             }
         }
         let mut argv = [std::ptr::null::<libc::c_char>(); 16];
@@ -344,7 +337,25 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
             envp[i] = e.as_ptr();
         }
         libc::execve(plan.exe_path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(extra(9))
+        fail(extra(7))
+    }
+}
+
+/// Block until the parent writes its go byte. False if it went away instead.
+unsafe fn wait_for_go(fd: c_int) -> bool {
+    let mut b = 0u8;
+    // SAFETY: read(2) into one byte on our stack.
+    unsafe {
+        loop {
+            let r = libc::read(fd, &mut b as *mut u8 as *mut c_void, 1);
+            if r == 1 {
+                return true;
+            }
+            if r < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
     }
 }
 
@@ -371,6 +382,7 @@ unsafe fn run_op(op: &Op) -> bool {
             Op::Symlink { target, link } => {
                 libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || *libc::__errno_location() == libc::EEXIST
             }
+            Op::EnterCgroup => false,
             Op::PivotRoot { new_root } => {
                 let dot = c".".as_ptr();
                 libc::chdir(new_root.as_ptr()) == 0

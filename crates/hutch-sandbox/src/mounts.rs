@@ -27,6 +27,8 @@ pub(crate) enum Op {
     Symlink { target: CString, link: CString },
     /// Create an empty file (a bind-mount target); an existing one is fine.
     Touch { path: CString },
+    /// Wait for the host's "go" (it has put us in our cgroup), then unshare the cgroup namespace.
+    EnterCgroup,
     /// `pivot_root(".", ".")` in the new root, then detach the old root.
     PivotRoot { new_root: CString },
 }
@@ -139,22 +141,6 @@ pub(crate) fn plan(spec: &FsSpec<'_>) -> Result<Vec<Step>> {
         steps.push(step("create /dev link", Op::Symlink { target: cstr(target)?, link: p(link)? }));
     }
     steps.push(step("mount /sys", mount_c(c"sysfs", p("sys")?, c"sysfs", NOSUID | NODEV | NOEXEC | libc::MS_RDONLY, None)?));
-    // The sandbox's own cgroup (the cgroup namespace makes it the root), read-only, so the guest
-    // can report usage and programs can see their limits.
-    let ro = NOSUID | NODEV | NOEXEC | libc::MS_RDONLY;
-    if spec.cgroup_v2 {
-        steps.push(step("mount cgroup2", mount_c(c"cgroup", p("sys/fs/cgroup")?, c"cgroup2", ro, None)?));
-    } else {
-        steps.push(step("mount cgroup tmpfs", mount_c(c"tmpfs", p("sys/fs/cgroup")?, c"tmpfs", NOSUID | NODEV | NOEXEC, Some("mode=755"))?));
-        for ctl in ["memory", "cpuacct", "pids"] {
-            steps.push(step("create cgroup dir", Op::Mkdir { path: p(&format!("sys/fs/cgroup/{ctl}"))?, mode: 0o755 }));
-            steps.push(step("mount cgroup", mount_c(c"cgroup", p(&format!("sys/fs/cgroup/{ctl}"))?, c"cgroup", ro, Some(ctl))?));
-        }
-        steps.push(step(
-            "seal cgroup tmpfs",
-            mount_c(c"tmpfs", p("sys/fs/cgroup")?, c"", libc::MS_REMOUNT | libc::MS_BIND | ro, None)?,
-        ));
-    }
     steps.push(step("mount /tmp", mount_c(c"tmpfs", p("tmp")?, c"tmpfs", NOSUID | NODEV, Some("mode=1777"))?));
     steps.push(step("pivot_root", Op::PivotRoot { new_root: cpath(root)? }));
     for f in MASKED_FILES {
@@ -168,6 +154,25 @@ pub(crate) fn plan(spec: &FsSpec<'_>) -> Result<Vec<Step>> {
         steps.push(step(
             "remount read-only path",
             mount(d, d, "", libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID | NODEV | NOEXEC, None, true)?,
+        ));
+    }
+    // Everything above runs while the host process sets up the cgroup (overlapping the two);
+    // from here on the child is in its cgroup and makes it the root of a new cgroup namespace.
+    steps.push(step("wait for cgroup", Op::EnterCgroup));
+    // The sandbox's own cgroup (the cgroup namespace makes it the root), read-only, so the guest
+    // can report usage and programs can see their limits.
+    let ro = NOSUID | NODEV | NOEXEC | libc::MS_RDONLY;
+    if spec.cgroup_v2 {
+        steps.push(step("mount cgroup2", mount_c(c"cgroup", cstr("/sys/fs/cgroup")?, c"cgroup2", ro, None)?));
+    } else {
+        steps.push(step("mount cgroup tmpfs", mount_c(c"tmpfs", cstr("/sys/fs/cgroup")?, c"tmpfs", NOSUID | NODEV | NOEXEC, Some("mode=755"))?));
+        for ctl in ["memory", "cpuacct", "pids"] {
+            steps.push(step("create cgroup dir", Op::Mkdir { path: cstr(&format!("/sys/fs/cgroup/{ctl}"))?, mode: 0o755 }));
+            steps.push(step("mount cgroup", mount_c(c"cgroup", cstr(&format!("/sys/fs/cgroup/{ctl}"))?, c"cgroup", ro, Some(ctl))?));
+        }
+        steps.push(step(
+            "seal cgroup tmpfs",
+            mount_c(c"tmpfs", cstr("/sys/fs/cgroup")?, c"", libc::MS_REMOUNT | libc::MS_BIND | ro, None)?,
         ));
     }
     Ok(steps)

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod guest_cmd;
+mod server_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the control plane: the /v1 API, the local sandbox runtime and its background loops.
+    Server(server_cmd::ServerArgs),
     /// Run the in-sandbox guest daemon (PID 1 of every sandbox, or standalone in any Linux box).
     Guest(guest_cmd::GuestArgs),
     /// Measure the engine (and later the API) against peers run in the same process.
@@ -29,6 +32,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) => server_cmd::run(args),
         Command::Guest(args) => guest_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Cli(cmd) => cli::run(cmd),
