@@ -22,7 +22,7 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Run the in-sandbox guest daemon (PID 1 of every sandbox, or standalone in any Linux box).
     Guest(guest_cmd::GuestArgs),
-    /// Measure the engine (and later the API) against peers run in the same process.
+    /// Benchmarks: `hutch bench engine` (vs runc and bwrap) and `hutch bench api`.
     Bench(bench::BenchArgs),
     /// Client commands (talk to a Hutch server over its /v1 API).
     #[command(flatten)]

@@ -1,6 +1,7 @@
 //! `hutch bench`: measured numbers, each next to a peer run in the same process on the same
 //! machine, so the ratios mean something.
 
+mod api;
 mod engine;
 mod peers;
 mod stats;
@@ -13,6 +14,9 @@ pub enum BenchCommand {
     /// Sandbox engine: cold create → first exec, destroy, exec round trip, idle memory; with
     /// `runc run` and `bwrap` doing the same workload for comparison.
     Engine(engine::EngineBenchArgs),
+    /// Control plane over HTTP: time-to-interactive (create → exec → output), exec round trip,
+    /// sustained create rate, against an in-process server on loopback.
+    Api(api::ApiBenchArgs),
 }
 
 /// Arguments shared by the benchmarks.
@@ -25,5 +29,6 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Engine(a) => engine::run(a),
+        BenchCommand::Api(a) => api::run(a),
     }
 }
