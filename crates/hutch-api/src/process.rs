@@ -89,12 +89,24 @@ pub enum StreamKind {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessEvent {
     /// Sent first: the process was started.
-    Start { id: String, pid: i32 },
+    Start {
+        id: String,
+        pid: i32,
+    },
     /// A chunk of output. `offset` is the byte offset of `data` in the process's combined output.
-    Stdout { offset: u64, data: String },
-    Stderr { offset: u64, data: String },
+    Stdout {
+        offset: u64,
+        data: String,
+    },
+    Stderr {
+        offset: u64,
+        data: String,
+    },
     /// Output before `offset` was dropped from the bounded buffer and cannot be replayed.
-    Gap { offset: u64, skipped: u64 },
+    Gap {
+        offset: u64,
+        skipped: u64,
+    },
     /// The process exited. Always the last event.
     Exit {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,7 +44,9 @@ impl Hierarchy {
         for name in V1_CONTROLLERS {
             let path = Path::new(CGROUP_ROOT).join(name);
             // cpu and cpuacct are often one hierarchy reached by two links: keep one directory.
-            let Ok(real) = fs::canonicalize(&path) else { continue };
+            let Ok(real) = fs::canonicalize(&path) else {
+                continue;
+            };
             if seen.contains(&real) {
                 continue;
             }
@@ -55,7 +57,10 @@ impl Hierarchy {
             if !controllers.iter().any(|(n, _)| n == required) {
                 return Err(Error::Cgroup {
                     path: format!("{CGROUP_ROOT}/{required}"),
-                    source: io::Error::new(ErrorKind::NotFound, "required cgroup v1 controller is not mounted"),
+                    source: io::Error::new(
+                        ErrorKind::NotFound,
+                        "required cgroup v1 controller is not mounted",
+                    ),
                 });
             }
         }
@@ -94,9 +99,15 @@ impl Hierarchy {
         let rel = format!("{parent}/{id}");
         let dirs = match self {
             Hierarchy::V2 => vec![("unified".to_string(), Path::new(CGROUP_ROOT).join(&rel))],
-            Hierarchy::V1 { controllers } => controllers.iter().map(|(n, b)| (n.clone(), b.join(&rel))).collect(),
+            Hierarchy::V1 { controllers } => controllers
+                .iter()
+                .map(|(n, b)| (n.clone(), b.join(&rel)))
+                .collect(),
         };
-        Cgroup { v2: self.is_v2(), dirs }
+        Cgroup {
+            v2: self.is_v2(),
+            dirs,
+        }
     }
 
     /// Names of the sandbox groups that exist under the parent (to find leftovers).
@@ -108,7 +119,9 @@ impl Hierarchy {
                 None => return Vec::new(),
             },
         };
-        let Ok(rd) = fs::read_dir(base) else { return Vec::new() };
+        let Ok(rd) = fs::read_dir(base) else {
+            return Vec::new();
+        };
         rd.filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
             .filter_map(|e| e.file_name().into_string().ok())
@@ -138,7 +151,10 @@ impl Cgroup {
         if self.v2 {
             return self.dirs.first().map(|(_, p)| p.as_path());
         }
-        self.dirs.iter().find(|(n, _)| n == controller).map(|(_, p)| p.as_path())
+        self.dirs
+            .iter()
+            .find(|(n, _)| n == controller)
+            .map(|(_, p)| p.as_path())
     }
 
     /// Create the directories and apply limits.
@@ -155,18 +171,24 @@ impl Cgroup {
         let cpu = self.dir("cpu");
         let pids = self.dir("pids").ok_or_else(|| missing("pids"))?;
         if self.v2 {
-            let m = limits.memory_bytes.map_or("max".to_string(), |b| b.to_string());
+            let m = limits
+                .memory_bytes
+                .map_or("max".to_string(), |b| b.to_string());
             write(&mem.join("memory.max"), &m)?;
             // No swap for sandboxes: the memory limit is the limit.
             let _ = write(&mem.join("memory.swap.max"), "0");
             if let Some(cpu) = cpu {
-                let q = limits.cpus.map_or("max".to_string(), |c| quota_us(c).to_string());
+                let q = limits
+                    .cpus
+                    .map_or("max".to_string(), |c| quota_us(c).to_string());
                 write(&cpu.join("cpu.max"), &format!("{q} {CPU_PERIOD_US}"))?;
             }
             let p = limits.pids.map_or("max".to_string(), |p| p.to_string());
             write(&pids.join("pids.max"), &p)?;
         } else {
-            let m = limits.memory_bytes.map_or("-1".to_string(), |b| b.to_string());
+            let m = limits
+                .memory_bytes
+                .map_or("-1".to_string(), |b| b.to_string());
             write(&mem.join("memory.limit_in_bytes"), &m)?;
             let memsw = mem.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
@@ -174,7 +196,9 @@ impl Cgroup {
             }
             if let Some(cpu) = cpu {
                 write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                let q = limits.cpus.map_or("-1".to_string(), |c| quota_us(c).to_string());
+                let q = limits
+                    .cpus
+                    .map_or("-1".to_string(), |c| quota_us(c).to_string());
                 write(&cpu.join("cpu.cfs_quota_us"), &q)?;
             }
             let p = limits.pids.map_or("max".to_string(), |p| p.to_string());
@@ -248,7 +272,9 @@ impl Cgroup {
 
     /// Pids in the group.
     pub fn procs(&self) -> Vec<i32> {
-        let Some(dir) = self.dir("pids") else { return Vec::new() };
+        let Some(dir) = self.dir("pids") else {
+            return Vec::new();
+        };
         read(&dir.join("cgroup.procs"))
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -257,7 +283,10 @@ impl Cgroup {
     /// SIGKILL every process in the group and wait until it is empty.
     pub fn kill_all(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let v2_kill = self.v2 && self.dir("unified").is_some_and(|d| d.join("cgroup.kill").exists());
+        let v2_kill = self.v2
+            && self
+                .dir("unified")
+                .is_some_and(|d| d.join("cgroup.kill").exists());
         loop {
             let procs = self.procs();
             if procs.is_empty() {
@@ -294,10 +323,17 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == ErrorKind::NotFound => break,
                     // Exiting tasks can linger for a moment after the kill.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(Duration::from_micros(500))
                     }
-                    Err(source) => return Err(Error::Cgroup { path: dir.display().to_string(), source }),
+                    Err(source) => {
+                        return Err(Error::Cgroup {
+                            path: dir.display().to_string(),
+                            source,
+                        });
+                    }
                 }
             }
         }
@@ -325,7 +361,8 @@ impl Cgroup {
         } else {
             if let Some(d) = self.dir("memory") {
                 u.memory_bytes = num(d.join("memory.usage_in_bytes")).unwrap_or(0);
-                u.memory_limit_bytes = num(d.join("memory.limit_in_bytes")).filter(|l| *l < (1 << 62));
+                u.memory_limit_bytes =
+                    num(d.join("memory.limit_in_bytes")).filter(|l| *l < (1 << 62));
                 u.oom_kills = key(d.join("memory.oom_control"), "oom_kill ").unwrap_or(0);
             }
             if let Some(d) = self.dir("cpuacct") {
@@ -365,7 +402,10 @@ fn missing(controller: &str) -> Error {
 fn timeout(dir: &Path, what: &str) -> Error {
     Error::Cgroup {
         path: dir.display().to_string(),
-        source: io::Error::new(ErrorKind::TimedOut, format!("{what} did not finish in time")),
+        source: io::Error::new(
+            ErrorKind::TimedOut,
+            format!("{what} did not finish in time"),
+        ),
     }
 }
 
@@ -373,16 +413,25 @@ fn mkdir(dir: &Path) -> Result<()> {
     match fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Cgroup { path: dir.display().to_string(), source }),
+        Err(source) => Err(Error::Cgroup {
+            path: dir.display().to_string(),
+            source,
+        }),
     }
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|source| Error::Cgroup { path: path.display().to_string(), source })
+    fs::write(path, value).map_err(|source| Error::Cgroup {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Cgroup { path: path.display().to_string(), source })
+    fs::read_to_string(path).map_err(|source| Error::Cgroup {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

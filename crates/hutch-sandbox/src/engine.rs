@@ -131,19 +131,31 @@ impl Engine {
     /// Open (and prepare) the engine's directories and cgroups.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
         let data = &cfg.data_dir;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(data).ctx(|| format!("create {}", data.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .ctx(|| format!("create {}", data.display()))?;
         // The data dir holds guest tokens and sandbox filesystems: never world-readable.
-        fs::set_permissions(data, fs::Permissions::from_mode(0o700)).ctx(|| format!("chmod {}", data.display()))?;
+        fs::set_permissions(data, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("chmod {}", data.display()))?;
         let sandboxes_dir = data.join("sandboxes");
         fs::create_dir_all(&sandboxes_dir).ctx(|| format!("create {}", sandboxes_dir.display()))?;
         let templates = TemplateStore::new(data.join("templates"), sandboxes_dir.clone())?;
         let hierarchy = Hierarchy::detect()?;
         let cgroup_parent = cgroup_parent_for(data);
         hierarchy.init_parent(&cgroup_parent)?;
-        let exe_path = cfg.guest_exe.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-        let exe = fs::canonicalize(&exe_path).ctx(|| format!("guest binary {}", exe_path.display()))?;
+        let exe_path = cfg
+            .guest_exe
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        let exe =
+            fs::canonicalize(&exe_path).ctx(|| format!("guest binary {}", exe_path.display()))?;
         if !exe.is_file() {
-            return Err(Error::Invalid { field: "guest_exe", message: format!("{} is not a file", exe.display()) });
+            return Err(Error::Invalid {
+                field: "guest_exe",
+                message: format!("{} is not a file", exe.display()),
+            });
         }
         Ok(Engine {
             sandboxes_dir,
@@ -163,7 +175,10 @@ impl Engine {
     }
 
     fn network_hook(&self) -> Option<Arc<dyn NetworkHook>> {
-        self.network.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.network
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The template store.
@@ -197,9 +212,18 @@ impl Engine {
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::State { id: spec.id.clone(), state: "existing".into(), message: "a sandbox with this id exists".into() })
+                return Err(Error::State {
+                    id: spec.id.clone(),
+                    state: "existing".into(),
+                    message: "a sandbox with this id exists".into(),
+                });
             }
-            Err(e) => return Err(Error::Io { context: format!("create {}", dir.display()), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("create {}", dir.display()),
+                    source: e,
+                });
+            }
         }
         let cgroup = self.hierarchy.group(&self.cgroup_parent, &spec.id);
         match self.start(spec, &dir, &cgroup, tpl) {
@@ -217,17 +241,31 @@ impl Engine {
         }
     }
 
-    fn start(&self, spec: &SandboxSpec, dir: &Path, cgroup: &Cgroup, tpl: crate::template::Resolved) -> Result<Live> {
+    fn start(
+        &self,
+        spec: &SandboxSpec,
+        dir: &Path,
+        cgroup: &Cgroup,
+        tpl: crate::template::Resolved,
+    ) -> Result<Live> {
         let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
         for d in [&upper, &work, &rootfs] {
             fs::create_dir(d).ctx(|| format!("create {}", d.display()))?;
         }
         let mut host_overlays = Vec::new();
         for (i, target) in tpl.host_overlays.iter().enumerate() {
-            let (u, w) = (dir.join(format!("host{i}-upper")), dir.join(format!("host{i}-work")));
+            let (u, w) = (
+                dir.join(format!("host{i}-upper")),
+                dir.join(format!("host{i}-work")),
+            );
             fs::create_dir(&u).ctx(|| format!("create {}", u.display()))?;
             fs::create_dir(&w).ctx(|| format!("create {}", w.display()))?;
-            host_overlays.push(HostOverlay { source: PathBuf::from(target), target: target.clone(), upper: u, work: w });
+            host_overlays.push(HostOverlay {
+                source: PathBuf::from(target),
+                target: target.clone(),
+                upper: u,
+                work: w,
+            });
         }
         let steps = mounts::plan(&FsSpec {
             rootfs: &rootfs,
@@ -238,20 +276,34 @@ impl Engine {
             cgroup_v2: self.hierarchy.is_v2(),
             guest_exe: &self.exe,
         })?;
-        let limits = Limits { memory_bytes: spec.memory_mb.map(|m| m * 1024 * 1024), cpus: spec.cpus, pids: spec.pids };
+        let limits = Limits {
+            memory_bytes: spec.memory_mb.map(|m| m * 1024 * 1024),
+            cpus: spec.cpus,
+            pids: spec.pids,
+        };
 
         let sock = dir.join("guest.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).ctx(|| format!("bind {}", sock.display()))?;
-        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).ctx(|| "chmod guest socket".into())?;
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .ctx(|| format!("bind {}", sock.display()))?;
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+            .ctx(|| "chmod guest socket".into())?;
         let token = hex::encode(rand::random::<[u8; 32]>());
-        let boot = serde_json::to_vec(&GuestBoot { token: &token, env: &spec.env, hostname: &spec.id })
-            .map_err(std::io::Error::other)
-            .ctx(|| "encode guest config".into())?;
+        let boot = serde_json::to_vec(&GuestBoot {
+            token: &token,
+            env: &spec.env,
+            hostname: &spec.id,
+        })
+        .map_err(std::io::Error::other)
+        .ctx(|| "encode guest config".into())?;
         let config = memfd_with(&boot)?;
         let (status_r, status_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         // Child-side fds live at high numbers so moving them to 3/4/5 in the child cannot clobber.
-        let child_fds = [high_dup(listener.as_raw_fd())?, high_dup(status_w.as_raw_fd())?, high_dup(config.as_raw_fd())?];
+        let child_fds = [
+            high_dup(listener.as_raw_fd())?,
+            high_dup(status_w.as_raw_fd())?,
+            high_dup(config.as_raw_fd())?,
+        ];
         let child_go = high_dup(go_r.as_raw_fd())?;
         drop((listener, status_w, config, go_r));
         let plan = ChildPlan {
@@ -259,23 +311,46 @@ impl Engine {
             hostname: mounts::cstr(&spec.id)?,
             seccomp: self.seccomp.programs.clone(),
             exe_path: mounts::cstr(mounts::GUEST_PATH)?,
-            argv: ["hutch", "guest", "--listen-fd", "3", "--status-fd", "4", "--config-fd", "5"]
-                .iter()
-                .map(|s| mounts::cstr(s))
-                .collect::<Result<_>>()?,
-            envp: vec![mounts::cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?, mounts::cstr("HOME=/root")?],
-            fds: [child_fds[0].as_raw_fd(), child_fds[1].as_raw_fd(), child_fds[2].as_raw_fd()],
+            argv: [
+                "hutch",
+                "guest",
+                "--listen-fd",
+                "3",
+                "--status-fd",
+                "4",
+                "--config-fd",
+                "5",
+            ]
+            .iter()
+            .map(|s| mounts::cstr(s))
+            .collect::<Result<_>>()?,
+            envp: vec![
+                mounts::cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
+                mounts::cstr("HOME=/root")?,
+            ],
+            fds: [
+                child_fds[0].as_raw_fd(),
+                child_fds[1].as_raw_fd(),
+                child_fds[2].as_raw_fd(),
+            ],
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
         };
-        let launched = launch::launch(&plan, go_w, status_r, vec_of(child_fds, child_go), READY_TIMEOUT, |pid| {
-            cgroup.create(&limits)?;
-            cgroup.add(pid)?;
-            match self.network_hook() {
-                Some(hook) => hook.setup(&spec.id, pid),
-                None => Ok(()),
-            }
-        })?;
+        let launched = launch::launch(
+            &plan,
+            go_w,
+            status_r,
+            vec_of(child_fds, child_go),
+            READY_TIMEOUT,
+            |pid| {
+                cgroup.create(&limits)?;
+                cgroup.add(pid)?;
+                match self.network_hook() {
+                    Some(hook) => hook.setup(&spec.id, pid),
+                    None => Ok(()),
+                }
+            },
+        )?;
         let record = SandboxRecord {
             id: spec.id.clone(),
             template: spec.template.clone(),
@@ -286,14 +361,29 @@ impl Engine {
         };
         if let Err(e) = record.save(dir) {
             // SAFETY: signalling our own child through its pidfd.
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, launched.pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    launched.pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    0,
+                    0,
+                )
+            };
             return Err(e);
         }
-        Ok(Live { record, pidfd: launched.pidfd, cgroup: cgroup.clone() })
+        Ok(Live {
+            record,
+            pidfd: launched.pidfd,
+            cgroup: cgroup.clone(),
+        })
     }
 
     fn get(&self, id: &str) -> Result<Arc<Live>> {
-        self.lock().get(id).cloned().ok_or_else(|| Error::NotFound(id.to_string()))
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Current information on a sandbox.
@@ -342,7 +432,10 @@ impl Engine {
     /// A client for the sandbox's guest API.
     pub fn guest(&self, id: &str) -> Result<GuestClient> {
         let live = self.get(id)?;
-        Ok(GuestClient::new(self.dir(id).join("guest.sock"), live.record.token.clone()))
+        Ok(GuestClient::new(
+            self.dir(id).join("guest.sock"),
+            live.record.token.clone(),
+        ))
     }
 
     /// Kill everything in the sandbox and remove its cgroup and files. Idempotent; works whether
@@ -355,7 +448,15 @@ impl Engine {
             // PID 1 dying takes the whole pid namespace with it; the cgroup sweep below catches
             // anything that raced.
             // SAFETY: signalling our own sandbox's PID 1 through its pidfd.
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, live.pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    live.pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    0,
+                    0,
+                )
+            };
         }
         cgroup.kill_all()?;
         if let Some(live) = &live {
@@ -369,7 +470,10 @@ impl Engine {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io { context: format!("remove {}", dir.display()), source: e }),
+            Err(e) => Err(Error::Io {
+                context: format!("remove {}", dir.display()),
+                source: e,
+            }),
         }
     }
 
@@ -377,10 +481,13 @@ impl Engine {
     /// (dead PID 1, missing state, cgroups without a directory). Also reaps our dead children.
     pub fn recover(&self) -> Result<RecoverReport> {
         let mut report = RecoverReport::default();
-        let entries = fs::read_dir(&self.sandboxes_dir).ctx(|| format!("read {}", self.sandboxes_dir.display()))?;
+        let entries = fs::read_dir(&self.sandboxes_dir)
+            .ctx(|| format!("read {}", self.sandboxes_dir.display()))?;
         let mut on_disk = Vec::new();
         for e in entries.flatten() {
-            let Ok(id) = e.file_name().into_string() else { continue };
+            let Ok(id) = e.file_name().into_string() else {
+                continue;
+            };
             if validate_id(&id).is_err() {
                 continue;
             }
@@ -397,7 +504,11 @@ impl Engine {
                 }
                 let pidfd = pidfd_open(rec.pid)?;
                 let cgroup = self.hierarchy.group(&self.cgroup_parent, &rec.id);
-                Some(Live { record: rec, pidfd, cgroup })
+                Some(Live {
+                    record: rec,
+                    pidfd,
+                    cgroup,
+                })
             });
             match reattached {
                 Some(live) => {
@@ -436,7 +547,11 @@ fn conflict(id: &str, s: RuntimeState, message: &str) -> Error {
         RuntimeState::Paused => "paused",
         RuntimeState::Dead => "dead",
     };
-    Error::State { id: id.into(), state: state.into(), message: message.into() }
+    Error::State {
+        id: id.into(),
+        state: state.into(),
+        message: message.into(),
+    }
 }
 
 fn info_of(live: &Live) -> SandboxInfo {
@@ -450,13 +565,21 @@ fn info_of(live: &Live) -> SandboxInfo {
 }
 
 fn state_of(live: &Live) -> RuntimeState {
-    let mut pfd = libc::pollfd { fd: live.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: live.pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: polling one pidfd we own; readable means the process exited.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     if n > 0 {
         return RuntimeState::Dead;
     }
-    if live.cgroup.is_frozen() { RuntimeState::Paused } else { RuntimeState::Running }
+    if live.cgroup.is_frozen() {
+        RuntimeState::Paused
+    } else {
+        RuntimeState::Running
+    }
 }
 
 fn validate(spec: &SandboxSpec) -> Result<()> {
@@ -464,13 +587,22 @@ fn validate(spec: &SandboxSpec) -> Result<()> {
     if let Some(c) = spec.cpus
         && !(c.is_finite() && c > 0.0)
     {
-        return Err(Error::Invalid { field: "cpus", message: "must be a positive number".into() });
+        return Err(Error::Invalid {
+            field: "cpus",
+            message: "must be a positive number".into(),
+        });
     }
     if spec.memory_mb == Some(0) {
-        return Err(Error::Invalid { field: "memory_mb", message: "must be positive".into() });
+        return Err(Error::Invalid {
+            field: "memory_mb",
+            message: "must be positive".into(),
+        });
     }
     if spec.pids == Some(0) {
-        return Err(Error::Invalid { field: "pids", message: "must be positive".into() });
+        return Err(Error::Invalid {
+            field: "pids",
+            message: "must be positive".into(),
+        });
     }
     Ok(())
 }
@@ -478,9 +610,21 @@ fn validate(spec: &SandboxSpec) -> Result<()> {
 fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(Error::Invalid { field: "id", message: format!("invalid sandbox id {id:?}") }) }
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            field: "id",
+            message: format!("invalid sandbox id {id:?}"),
+        })
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -491,7 +635,10 @@ fn high_dup(fd: RawFd) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the result is a fresh fd owned below.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
     if n < 0 {
-        return Err(Error::Io { context: "dup fd".into(), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            context: "dup fd".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
@@ -509,7 +656,8 @@ fn memfd_with(data: &[u8]) -> Result<OwnedFd> {
     let mut f = fs::File::from(fd);
     f.write_all(data).ctx(|| "write guest config".into())?;
     // The guest shares this file description: start it reading at the beginning.
-    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).ctx(|| "rewind guest config".into())?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+        .ctx(|| "rewind guest config".into())?;
     Ok(OwnedFd::from(f))
 }
 

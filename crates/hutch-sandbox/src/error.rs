@@ -14,9 +14,16 @@ pub enum Error {
     #[error("template {0} is in use by {1} sandbox(es)")]
     TemplateInUse(String, usize),
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("sandbox {id} is {state}: {message}")]
-    State { id: String, state: String, message: String },
+    State {
+        id: String,
+        state: String,
+        message: String,
+    },
     /// A setup step inside the new sandbox failed; the sandbox was not started (fail closed).
     #[error("sandbox setup failed at {step}: {source}")]
     Setup { step: String, source: io::Error },
@@ -43,6 +50,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context(), source })
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
     }
 }

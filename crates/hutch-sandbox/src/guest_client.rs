@@ -30,23 +30,30 @@ pub struct GuestClient {
 impl std::fmt::Debug for GuestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the token.
-        f.debug_struct("GuestClient").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("GuestClient")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
     }
 }
 
 impl GuestClient {
     /// A client for the guest listening at `socket`, authenticating with `token`.
     pub fn new(socket: PathBuf, token: String) -> Self {
-        GuestClient { socket: Arc::new(socket), token: token.into() }
+        GuestClient {
+            socket: Arc::new(socket),
+            token: token.into(),
+        }
     }
 
     /// Send a request (URI = path and query). Upgrades (WebSocket) are supported: on a 101 use
     /// `hyper::upgrade::on(&mut response)`.
     pub async fn send(&self, mut req: Request<GuestBody>) -> Result<Response<Incoming>> {
-        let token = http::HeaderValue::from_str(&self.token).map_err(|_| Error::Guest("bad token".into()))?;
+        let token = http::HeaderValue::from_str(&self.token)
+            .map_err(|_| Error::Guest("bad token".into()))?;
         req.headers_mut().insert(GUEST_TOKEN_HEADER, token);
         req.headers_mut().remove(http::header::AUTHORIZATION);
-        req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("guest"));
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("guest"));
         let stream = tokio::net::UnixStream::connect(&*self.socket)
             .await
             .map_err(|e| Error::Guest(format!("connect: {e}")))?;
@@ -56,11 +63,19 @@ impl GuestClient {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        sender.send_request(req).await.map_err(|e| Error::Guest(format!("request: {e}")))
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Guest(format!("request: {e}")))
     }
 
     /// Send a JSON request and decode a JSON answer; error envelopes become [`Error::Api`].
-    pub async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T> {
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
         let bytes = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| Error::Guest(e.to_string()))?),
             None => Bytes::new(),
@@ -69,11 +84,20 @@ impl GuestClient {
             .method(method)
             .uri(path)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes).map_err(|never| match never {}).boxed_unsync())
+            .body(
+                Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
             .map_err(|e| Error::Guest(e.to_string()))?;
         let resp = self.send(req).await?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(|e| Error::Guest(format!("read: {e}")))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Guest(format!("read: {e}")))?
+            .to_bytes();
         if !status.is_success() {
             return Err(Error::Api(decode_error(status, &body)));
         }
@@ -94,5 +118,10 @@ impl GuestClient {
 fn decode_error(status: StatusCode, body: &[u8]) -> ApiError {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.error)
-        .unwrap_or_else(|_| ApiError::new(ErrorCode::from_status(status.as_u16()), format!("guest answered {status}")))
+        .unwrap_or_else(|_| {
+            ApiError::new(
+                ErrorCode::from_status(status.as_u16()),
+                format!("guest answered {status}"),
+            )
+        })
 }

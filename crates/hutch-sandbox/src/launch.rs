@@ -56,11 +56,17 @@ pub(crate) struct ChildPlan {
 /// 65536 open files, or the host's hard limit when that is lower (raising it needs
 /// CAP_SYS_RESOURCE, which the host process may not have).
 pub(crate) fn nofile_limit() -> libc::rlimit {
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit fills the struct on our stack.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
     let n = cur.rlim_max.min(65536);
-    libc::rlimit { rlim_cur: n, rlim_max: n }
+    libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    }
 }
 
 /// A started PID 1.
@@ -122,7 +128,10 @@ pub(crate) fn launch(
         )
     };
     if pid < 0 {
-        return Err(Error::Setup { step: "clone".into(), source: std::io::Error::last_os_error() });
+        return Err(Error::Setup {
+            step: "clone".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // Our copies of the child's fds must close, or a dying child would never show as EOF.
     drop(child_side);
@@ -131,7 +140,15 @@ pub(crate) fn launch(
     let launched = Launched { pid, pidfd };
     let kill = |l: &Launched| {
         // SAFETY: signalling our own child through its pidfd.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, l.pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                l.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                0,
+                0,
+            )
+        };
         reap(&l.pidfd);
     };
     if let Err(e) = before_start(pid) {
@@ -145,7 +162,10 @@ pub(crate) fn launch(
         kill(&launched);
         return Err(match reported {
             Err(err @ Error::Setup { .. }) => err,
-            _ => Error::Setup { step: "start child".into(), source: e },
+            _ => Error::Setup {
+                step: "start child".into(),
+                source: e,
+            },
         });
     }
     drop(go);
@@ -163,7 +183,12 @@ pub(crate) fn reap(pidfd: &OwnedFd) {
     // SAFETY: waitid on a pidfd we own, with a zeroed siginfo buffer the kernel fills.
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG);
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        );
     }
 }
 
@@ -177,7 +202,11 @@ fn wait_status(status: OwnedFd, timeout: Duration, steps: &[Step]) -> Result<()>
         if left.is_zero() {
             return Err(Error::Guest("guest did not become ready in time".into()));
         }
-        let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as c_int) };
         if n < 0 {
@@ -185,14 +214,22 @@ fn wait_status(status: OwnedFd, timeout: Duration, steps: &[Step]) -> Result<()>
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(Error::Setup { step: "wait for guest".into(), source: e });
+            return Err(Error::Setup {
+                step: "wait for guest".into(),
+                source: e,
+            });
         }
         if n == 0 {
             continue;
         }
-        let r = file.read(&mut buf[got..]).map_err(|e| Error::Setup { step: "wait for guest".into(), source: e })?;
+        let r = file.read(&mut buf[got..]).map_err(|e| Error::Setup {
+            step: "wait for guest".into(),
+            source: e,
+        })?;
         if r == 0 {
-            return Err(Error::Guest("sandbox init exited before the guest was ready".into()));
+            return Err(Error::Guest(
+                "sandbox init exited before the guest was ready".into(),
+            ));
         }
         got += r;
         if buf[0] == READY {
@@ -206,10 +243,15 @@ fn wait_status(status: OwnedFd, timeout: Duration, steps: &[Step]) -> Result<()>
                 .map(|s| s.name)
                 .or_else(|| EXTRA_STEPS.get(idx.wrapping_sub(steps.len())).copied())
                 .unwrap_or("unknown step");
-            return Err(Error::Setup { step: name.into(), source: std::io::Error::from_raw_os_error(errno) });
+            return Err(Error::Setup {
+                step: name.into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
         }
         if buf[0] != FAILED {
-            return Err(Error::Guest("unexpected status byte from sandbox init".into()));
+            return Err(Error::Guest(
+                "unexpected status byte from sandbox init".into(),
+            ));
         }
     }
 }
@@ -247,7 +289,13 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
             }
         }
         // Everything else we inherited closes on exec (sockets, database files of the host process).
-        if libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            6u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
+        {
             fail(extra(8));
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -256,7 +304,9 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
         libc::umask(0);
         for (i, step) in plan.steps.iter().enumerate() {
             let ok = match step.op {
-                Op::EnterCgroup => wait_for_go(plan.go_fd) && libc::unshare(libc::CLONE_NEWCGROUP) == 0,
+                Op::EnterCgroup => {
+                    wait_for_go(plan.go_fd) && libc::unshare(libc::CLONE_NEWCGROUP) == 0
+                }
                 _ => run_op(&step.op),
             };
             if !ok {
@@ -271,8 +321,13 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
         if !loopback_up() {
             fail(extra(1));
         }
-        let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &plan.nofile) < 0 || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0 {
+        let core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &plan.nofile) < 0
+            || libc::setrlimit(libc::RLIMIT_CORE, &core) < 0
+        {
             fail(extra(2));
         }
         // Bounding set first (needs CAP_SETPCAP, which capset may remove).
@@ -287,7 +342,13 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
                 fail(extra(3));
             }
         }
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         let mut lo = 0u32;
         let mut hi = 0u32;
         for cap in KEPT_CAPS {
@@ -308,10 +369,21 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
             permitted: u32,
             inheritable: u32,
         }
-        let header = CapHeader { version: 0x2008_0522, pid: 0 };
+        let header = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
         let data = [
-            CapData { effective: lo, permitted: lo, inheritable: 0 },
-            CapData { effective: hi, permitted: hi, inheritable: 0 },
+            CapData {
+                effective: lo,
+                permitted: lo,
+                inheritable: 0,
+            },
+            CapData {
+                effective: hi,
+                permitted: hi,
+                inheritable: 0,
+            },
         ];
         if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) < 0 {
             fail(extra(4));
@@ -324,7 +396,13 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
                 len: prog.len() as libc::c_ushort,
                 filter: prog.as_ptr() as *mut libc::sock_filter,
             };
-            if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog) < 0 {
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            ) < 0
+            {
                 fail(extra(6));
             }
         }
@@ -364,23 +442,47 @@ unsafe fn run_op(op: &Op) -> bool {
     // SAFETY: all pointers come from CStrings owned by the plan.
     unsafe {
         match op {
-            Op::Mount { src, target, fstype, flags, data, optional } => {
-                let data_ptr = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void);
-                let fs = if fstype.is_empty() { std::ptr::null() } else { fstype.as_ptr() };
-                let src = if src.is_empty() { std::ptr::null() } else { src.as_ptr() };
+            Op::Mount {
+                src,
+                target,
+                fstype,
+                flags,
+                data,
+                optional,
+            } => {
+                let data_ptr = data
+                    .as_ref()
+                    .map_or(std::ptr::null(), |d| d.as_ptr() as *const c_void);
+                let fs = if fstype.is_empty() {
+                    std::ptr::null()
+                } else {
+                    fstype.as_ptr()
+                };
+                let src = if src.is_empty() {
+                    std::ptr::null()
+                } else {
+                    src.as_ptr()
+                };
                 let r = libc::mount(src, target.as_ptr(), fs, *flags, data_ptr);
                 r == 0 || (*optional && *libc::__errno_location() == libc::ENOENT)
             }
             Op::Mkdir { path, mode } => {
                 libc::mkdir(path.as_ptr(), *mode) == 0 || *libc::__errno_location() == libc::EEXIST
             }
-            Op::Mknod { path, mode, dev } => libc::mknod(path.as_ptr(), libc::S_IFCHR | *mode, *dev) == 0,
+            Op::Mknod { path, mode, dev } => {
+                libc::mknod(path.as_ptr(), libc::S_IFCHR | *mode, *dev) == 0
+            }
             Op::Touch { path } => {
-                let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o755);
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o755,
+                );
                 fd >= 0 && libc::close(fd) == 0
             }
             Op::Symlink { target, link } => {
-                libc::symlink(target.as_ptr(), link.as_ptr()) == 0 || *libc::__errno_location() == libc::EEXIST
+                libc::symlink(target.as_ptr(), link.as_ptr()) == 0
+                    || *libc::__errno_location() == libc::EEXIST
             }
             Op::EnterCgroup => false,
             Op::PivotRoot { new_root } => {

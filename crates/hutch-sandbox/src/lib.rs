@@ -18,8 +18,11 @@ mod seccomp;
 mod state;
 mod template;
 
-pub use engine::{Engine, EngineConfig, NetworkHook, RecoverReport, RuntimeState, SandboxInfo, SandboxSpec, SandboxStats};
-pub use mounts::GUEST_PATH;
+pub use engine::{
+    Engine, EngineConfig, NetworkHook, RecoverReport, RuntimeState, SandboxInfo, SandboxSpec,
+    SandboxStats,
+};
 pub use error::{Error, Result};
-pub use guest_client::{GuestClient, GuestBody};
+pub use guest_client::{GuestBody, GuestClient};
+pub use mounts::GUEST_PATH;
 pub use template::{TemplateInfo, TemplateStore};

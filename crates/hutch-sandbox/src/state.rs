@@ -30,7 +30,9 @@ impl SandboxRecord {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
-        let data = serde_json::to_vec(self).map_err(std::io::Error::other).ctx(|| "encode state".into())?;
+        let data = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .ctx(|| "encode state".into())?;
         let mut f = fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -38,7 +40,8 @@ impl SandboxRecord {
             .mode(0o600)
             .open(&tmp)
             .ctx(|| format!("write {}", tmp.display()))?;
-        f.write_all(&data).ctx(|| format!("write {}", tmp.display()))?;
+        f.write_all(&data)
+            .ctx(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, &path).ctx(|| format!("rename {}", path.display()))
     }
 
@@ -89,7 +92,10 @@ mod tests {
         let back = SandboxRecord::load(dir.path()).unwrap();
         assert_eq!(back.pid, 42);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(SandboxRecord::path(dir.path())).unwrap().permissions().mode();
+        let mode = fs::metadata(SandboxRecord::path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

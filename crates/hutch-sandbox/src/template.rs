@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -79,7 +79,10 @@ impl TemplateStore {
     pub(crate) fn resolve(&self, name: &str) -> Result<Resolved> {
         let m = self.manifest(name)?;
         let base = self.dir.join(name);
-        Ok(Resolved { layers: m.layers.iter().map(|l| base.join(l)).collect(), host_overlays: m.host_overlays })
+        Ok(Resolved {
+            layers: m.layers.iter().map(|l| base.join(l)).collect(),
+            host_overlays: m.host_overlays,
+        })
     }
 
     /// All templates.
@@ -87,12 +90,18 @@ impl TemplateStore {
         let mut out = Vec::new();
         let rd = fs::read_dir(&self.dir).ctx(|| format!("read {}", self.dir.display()))?;
         for e in rd.flatten() {
-            let Ok(name) = e.file_name().into_string() else { continue };
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
             if let Ok(m) = self.manifest(&name) {
-                out.push(TemplateInfo { name: m.name, size_bytes: m.size_bytes, created_at: m.created_at });
+                out.push(TemplateInfo {
+                    name: m.name,
+                    size_bytes: m.size_bytes,
+                    created_at: m.created_at,
+                });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -101,7 +110,9 @@ impl TemplateStore {
 
     /// Sandboxes (by on-disk state) that use a template.
     pub fn in_use(&self, name: &str) -> usize {
-        let Ok(rd) = fs::read_dir(&self.sandboxes_dir) else { return 0 };
+        let Ok(rd) = fs::read_dir(&self.sandboxes_dir) else {
+            return 0;
+        };
         rd.flatten()
             .filter_map(|e| SandboxRecord::load(&e.path()))
             .filter(|r| r.template == name)
@@ -145,15 +156,25 @@ impl TemplateStore {
         let res = (|| {
             fs::create_dir(&rootfs).ctx(|| format!("create {}", rootfs.display()))?;
             let mut buf = BufReader::new(reader);
-            let gz = buf.fill_buf().ctx(|| "read template archive".into())?.starts_with(&[0x1f, 0x8b]);
-            let reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(buf)) } else { Box::new(buf) };
+            let gz = buf
+                .fill_buf()
+                .ctx(|| "read template archive".into())?
+                .starts_with(&[0x1f, 0x8b]);
+            let reader: Box<dyn Read> = if gz {
+                Box::new(flate2::read::GzDecoder::new(buf))
+            } else {
+                Box::new(buf)
+            };
             let mut ar = tar::Archive::new(reader);
             ar.set_preserve_permissions(true);
             ar.set_preserve_ownerships(true);
             ar.set_unpack_xattrs(false);
             ar.set_overwrite(true);
             // unpack() refuses entries that would escape the destination.
-            ar.unpack(&rootfs).map_err(|e| Error::Invalid { field: "archive", message: format!("cannot unpack: {}", chain(&e)) })
+            ar.unpack(&rootfs).map_err(|e| Error::Invalid {
+                field: "archive",
+                message: format!("cannot unpack: {}", chain(&e)),
+            })
         })();
         if let Err(e) = res {
             let _ = fs::remove_dir_all(&tmp);
@@ -169,7 +190,10 @@ impl TemplateStore {
             return Err(Error::TemplateExists(name.into()));
         }
         if !src.is_dir() {
-            return Err(Error::Invalid { field: "path", message: format!("{} is not a directory", src.display()) });
+            return Err(Error::Invalid {
+                field: "path",
+                message: format!("{} is not a directory", src.display()),
+            });
         }
         let tmp = self.tmp_dir()?;
         let rootfs = tmp.join("rootfs");
@@ -190,7 +214,11 @@ impl TemplateStore {
             size_bytes: dir_size(&rootfs),
         };
         self.install(&tmp, &manifest, false)?;
-        Ok(TemplateInfo { name: name.into(), size_bytes: manifest.size_bytes, created_at: manifest.created_at })
+        Ok(TemplateInfo {
+            name: name.into(),
+            size_bytes: manifest.size_bytes,
+            created_at: manifest.created_at,
+        })
     }
 
     /// Delete a template. Refused while a sandbox uses it, and for `base`.
@@ -199,7 +227,10 @@ impl TemplateStore {
             return Err(Error::TemplateNotFound(name.into()));
         }
         if name == BASE {
-            return Err(Error::Invalid { field: "name", message: "the base template cannot be deleted".into() });
+            return Err(Error::Invalid {
+                field: "name",
+                message: "the base template cannot be deleted".into(),
+            });
         }
         let n = self.in_use(name);
         if n > 0 {
@@ -213,13 +244,17 @@ impl TemplateStore {
     }
 
     fn tmp_dir(&self) -> Result<PathBuf> {
-        let tmp = self.dir.join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}", hex::encode(rand::random::<[u8; 6]>())));
         fs::create_dir(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         Ok(tmp)
     }
 
     fn install(&self, tmp: &Path, manifest: &Manifest, replace: bool) -> Result<()> {
-        let data = serde_json::to_vec_pretty(manifest).map_err(io::Error::other).ctx(|| "encode manifest".into())?;
+        let data = serde_json::to_vec_pretty(manifest)
+            .map_err(io::Error::other)
+            .ctx(|| "encode manifest".into())?;
         fs::write(tmp.join("template.json"), data).ctx(|| "write manifest".into())?;
         let dest = self.dir.join(&manifest.name);
         if replace && dest.exists() {
@@ -230,10 +265,14 @@ impl TemplateStore {
         }
         fs::rename(tmp, &dest).map_err(|e| {
             let _ = fs::remove_dir_all(tmp);
-            if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) {
+            if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY)
+            {
                 Error::TemplateExists(manifest.name.clone())
             } else {
-                Error::Io { context: format!("install template {}", manifest.name), source: e }
+                Error::Io {
+                    context: format!("install template {}", manifest.name),
+                    source: e,
+                }
             }
         })
     }
@@ -255,40 +294,91 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub(crate) fn valid_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid { field: "name", message: format!("invalid template name {name:?}: use [a-z0-9][a-z0-9._-]{{0,62}}") })
+        Err(Error::Invalid {
+            field: "name",
+            message: format!("invalid template name {name:?}: use [a-z0-9][a-z0-9._-]{{0,62}}"),
+        })
     }
 }
 
 /// Host `/etc` entries the base template copies (when present): what the dynamic loader, python,
 /// TLS clients and shells need. Never the host's users, keys or machine identity.
 const ETC_COPY: &[&str] = &[
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf",
-    "ca-certificates.conf", "profile", "profile.d", "bash.bashrc", "inputrc", "terminfo", "localtime",
-    "timezone", "mime.types", "python3", "python3.11", "debian_version", "environment", "shells",
-    "login.defs", "gai.conf", "protocols", "services", "os-release", "magic", "magic.mime", "vim",
-    "skel", "perl", "gitconfig",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates.conf",
+    "profile",
+    "profile.d",
+    "bash.bashrc",
+    "inputrc",
+    "terminfo",
+    "localtime",
+    "timezone",
+    "mime.types",
+    "python3",
+    "python3.11",
+    "debian_version",
+    "environment",
+    "shells",
+    "login.defs",
+    "gai.conf",
+    "protocols",
+    "services",
+    "os-release",
+    "magic",
+    "magic.mime",
+    "vim",
+    "skel",
+    "perl",
+    "gitconfig",
 ];
 
 fn build_base_skeleton(root: &Path) -> Result<()> {
     let mk = |rel: &str, mode: u32| -> Result<()> {
         let p = root.join(rel);
         fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).ctx(|| format!("chmod {}", p.display()))
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("chmod {}", p.display()))
     };
     mk("", 0o755)?;
-    for d in ["usr", "dev", "proc", "sys", "run", "etc", "var/lib", "var/log", "var/cache", "mnt", "opt", "srv", "media", "home"] {
+    for d in [
+        "usr",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "etc",
+        "var/lib",
+        "var/log",
+        "var/cache",
+        "mnt",
+        "opt",
+        "srv",
+        "media",
+        "home",
+    ] {
         mk(d, 0o755)?;
     }
     mk("tmp", 0o1777)?;
     mk("var/tmp", 0o1777)?;
     mk("root", 0o700)?;
     mk("home/user", 0o755)?;
-    std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000)).ctx(|| "chown /home/user".into())?;
+    std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000))
+        .ctx(|| "chown /home/user".into())?;
     // Merged-/usr layout: the top-level program and library directories are links into /usr.
     for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         if Path::new("/usr").join(d).is_dir() {
@@ -310,10 +400,22 @@ fn build_base_skeleton(root: &Path) -> Result<()> {
         "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
          nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\nuser:x:1000:1000:user:/home/user:/bin/bash\n",
     )?;
-    etc("group", "root:x:0:\ndaemon:x:1:\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n")?;
-    etc("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")?;
-    etc("resolv.conf", "# no network: Hutch manages DNS when the sandbox has a network policy\n")?;
-    etc("nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n")?;
+    etc(
+        "group",
+        "root:x:0:\ndaemon:x:1:\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n",
+    )?;
+    etc(
+        "hosts",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
+    etc(
+        "resolv.conf",
+        "# no network: Hutch manages DNS when the sandbox has a network policy\n",
+    )?;
+    etc(
+        "nsswitch.conf",
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+    )?;
     Ok(())
 }
 
@@ -342,20 +444,26 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         return Ok(());
     }
     use std::os::unix::fs::MetadataExt;
-    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).ctx(|| format!("chmod {}", dst.display()))?;
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).ctx(|| format!("chown {}", dst.display()))
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .ctx(|| format!("chmod {}", dst.display()))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+        .ctx(|| format!("chown {}", dst.display()))
 }
 
 /// Apparent size of a tree (regular files), best effort.
 fn dir_size(p: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(p) else { return 0 };
+    let Ok(meta) = fs::symlink_metadata(p) else {
+        return 0;
+    };
     if meta.is_file() {
         return meta.len();
     }
     if !meta.is_dir() {
         return 0;
     }
-    fs::read_dir(p).map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum()).unwrap_or(0)
+    fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -387,7 +495,10 @@ mod tests {
         let data = b.into_inner().unwrap();
         let info = store.import_tar("mini", &data[..]).unwrap();
         assert_eq!(info.size_bytes, 5);
-        assert!(matches!(store.import_tar("mini", &data[..]), Err(Error::TemplateExists(_))));
+        assert!(matches!(
+            store.import_tar("mini", &data[..]),
+            Err(Error::TemplateExists(_))
+        ));
         assert_eq!(store.list().unwrap().len(), 1);
         let r = store.resolve("mini").unwrap();
         assert_eq!(fs::read(r.layers[0].join("bin/hello")).unwrap(), b"hello");
@@ -414,7 +525,11 @@ mod tests {
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         let gz = gz.finish().unwrap();
         store.import_tar("gz", &gz[..]).unwrap();
-        assert!(store.import_tar("junk", &b"definitely not a tar archive, just text"[..]).is_err());
+        assert!(
+            store
+                .import_tar("junk", &b"definitely not a tar archive, just text"[..])
+                .is_err()
+        );
         assert!(!store.exists("junk"));
     }
 }

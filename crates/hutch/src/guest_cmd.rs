@@ -38,19 +38,31 @@ pub fn run(args: GuestArgs) -> Result<()> {
             serde_json::from_slice::<GuestConfig>(&buf).context("decode guest config")?
         }
         (None, Some(path)) => {
-            let token = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?;
             let token = token.trim().to_string();
             if token.len() < 16 {
-                bail!("the token in {} is shorter than 16 characters", path.display());
+                bail!(
+                    "the token in {} is shorter than 16 characters",
+                    path.display()
+                );
             }
-            GuestConfig { token, ..Default::default() }
+            GuestConfig {
+                token,
+                ..Default::default()
+            }
         }
         (None, None) => bail!("give --token-file (standalone) or --config-fd"),
     };
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
     rt.block_on(async move {
         let listener = match (args.listen_fd, &args.listen) {
             (Some(fd), _) => {
@@ -62,9 +74,16 @@ pub fn run(args: GuestArgs) -> Result<()> {
             (None, Some(addr)) => match addr.strip_prefix("unix:") {
                 Some(path) => {
                     let _ = std::fs::remove_file(path);
-                    Listener::Unix(tokio::net::UnixListener::bind(path).with_context(|| format!("bind {path}"))?)
+                    Listener::Unix(
+                        tokio::net::UnixListener::bind(path)
+                            .with_context(|| format!("bind {path}"))?,
+                    )
                 }
-                None => Listener::Tcp(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?),
+                None => Listener::Tcp(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("bind {addr}"))?,
+                ),
             },
             (None, None) => bail!("give --listen ADDR or --listen-fd"),
         };
@@ -76,6 +95,8 @@ pub fn run(args: GuestArgs) -> Result<()> {
                 let _ = std::io::Write::write_all(&mut f, b"R");
             }
         };
-        hutch_guest::serve(listener, config, ready).await.context("guest")
+        hutch_guest::serve(listener, config, ready)
+            .await
+            .context("guest")
     })
 }

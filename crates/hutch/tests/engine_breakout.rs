@@ -33,14 +33,20 @@ fn started(id: &str) -> TestEngine {
 #[test]
 fn host_processes_are_invisible() {
     let t = started("bo-proc");
-    let r = t.sh("bo-proc", "ls /proc | grep -E '^[0-9]+$' | wc -l; cat /proc/1/cmdline | tr '\\0' ' '");
+    let r = t.sh(
+        "bo-proc",
+        "ls /proc | grep -E '^[0-9]+$' | wc -l; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
     let mut lines = r.stdout.lines();
     let n: usize = lines.next().unwrap().trim().parse().unwrap();
     assert!(n < 10, "sandbox sees {n} processes:\n{}", r.stdout);
     assert!(lines.next().unwrap().contains("guest"));
     // Our own (host) pid is not there, nor is the host's init.
     let me = std::process::id();
-    let r = t.sh("bo-proc", &format!("test -e /proc/{me} && echo visible || echo hidden"));
+    let r = t.sh(
+        "bo-proc",
+        &format!("test -e /proc/{me} && echo visible || echo hidden"),
+    );
     assert_eq!(r.stdout.trim(), "hidden");
 }
 
@@ -51,12 +57,20 @@ fn host_paths_are_invisible() {
     fs::write(&marker, "s3cret").unwrap();
     let r = t.sh(
         "bo-path",
-        &format!("cat {} 2>&1; ls /root; ls /var/lib/hutch 2>&1; cat /etc/shadow 2>&1; ls /home", marker.display()),
+        &format!(
+            "cat {} 2>&1; ls /root; ls /var/lib/hutch 2>&1; cat /etc/shadow 2>&1; ls /home",
+            marker.display()
+        ),
     );
     assert!(!r.stdout.contains("s3cret"), "{}", r.stdout);
     assert!(r.stdout.contains("No such file"), "{}", r.stdout);
     let r = t.sh("bo-path", "ls -a /root | wc -l; ls /home");
-    assert_eq!(r.stdout.lines().next().unwrap().trim(), "2", "sandbox /root should be empty: {}", r.stdout);
+    assert_eq!(
+        r.stdout.lines().next().unwrap().trim(),
+        "2",
+        "sandbox /root should be empty: {}",
+        r.stdout
+    );
     // The guest binary is visible read-only, nothing else of the host's filesystem.
     let r = t.sh("bo-path", "echo x > /.hutch/hutch; echo $?");
     assert_ne!(r.stdout.trim(), "0");
@@ -66,14 +80,25 @@ fn host_paths_are_invisible() {
 fn mounting_and_new_namespaces_fail() {
     let t = started("bo-mount");
     let r = t.sh("bo-mount", "mount -t tmpfs none /mnt 2>&1; echo rc=$?");
-    assert!(r.stdout.contains("rc=") && !r.stdout.contains("rc=0"), "{}", r.stdout);
-    let r = t.sh("bo-mount", "unshare -r true 2>&1; echo rc=$?; unshare -m true 2>&1; echo rc=$?");
+    assert!(
+        r.stdout.contains("rc=") && !r.stdout.contains("rc=0"),
+        "{}",
+        r.stdout
+    );
+    let r = t.sh(
+        "bo-mount",
+        "unshare -r true 2>&1; echo rc=$?; unshare -m true 2>&1; echo rc=$?",
+    );
     assert!(!r.stdout.contains("rc=0"), "{}", r.stdout);
     let code = format!(
         "{SYSCALL_PRELUDE}\nprint(call(165, b'none', b'/mnt', b'tmpfs', 0, 0))\nprint(call(272, 0x10000000))\nprint(call(155, b'.', b'.'))"
     );
     let (_, out) = py(&t, "bo-mount", &code);
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["EPERM", "EPERM", "EPERM"], "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["EPERM", "EPERM", "EPERM"],
+        "{out}"
+    );
 }
 
 #[test]
@@ -122,13 +147,20 @@ fn proc_sys_and_sys_are_read_only() {
     let rcs: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("rc=")).collect();
     assert_eq!(rcs.len(), 3, "{}", r.stdout);
     assert!(rcs.iter().all(|l| *l != "rc=0"), "{}", r.stdout);
-    assert_eq!(r.stdout.lines().last().unwrap().trim(), "0", "/proc/kcore is masked");
+    assert_eq!(
+        r.stdout.lines().last().unwrap().trim(),
+        "0",
+        "/proc/kcore is masked"
+    );
 }
 
 #[test]
 fn block_devices_are_unreachable() {
     let t = started("bo-dev");
-    let r = t.sh("bo-dev", "mknod /tmp/sda b 8 0 2>&1; echo rc=$?; mknod /tmp/mem c 1 1 2>&1; echo rc=$?");
+    let r = t.sh(
+        "bo-dev",
+        "mknod /tmp/sda b 8 0 2>&1; echo rc=$?; mknod /tmp/mem c 1 1 2>&1; echo rc=$?",
+    );
     assert!(!r.stdout.contains("rc=0"), "{}", r.stdout);
     let r = t.sh("bo-dev", "ls /dev | sort | tr '\\n' ' '");
     assert_eq!(
@@ -143,10 +175,17 @@ fn network_is_loopback_only() {
     // A server on the host's loopback: the sandbox's loopback is a different one.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let r = t.sh("bo-net", "ls /sys/class/net | tr '\\n' ' '; echo; cat /proc/net/route | wc -l");
+    let r = t.sh(
+        "bo-net",
+        "ls /sys/class/net | tr '\\n' ' '; echo; cat /proc/net/route | wc -l",
+    );
     let mut lines = r.stdout.lines();
     assert_eq!(lines.next().unwrap().trim(), "lo");
-    assert_eq!(lines.next().unwrap().trim(), "1", "only the header: no routes");
+    assert_eq!(
+        lines.next().unwrap().trim(),
+        "1",
+        "only the header: no routes"
+    );
     let code = format!(
         "import socket
 s = socket.socket()
@@ -175,12 +214,24 @@ fn fork_bomb_is_contained() {
     s.pids = Some(64);
     t.engine.create(&s).unwrap();
     let r = t.sh("bo-fork", "for i in $(seq 200); do sleep 30 & done 2>/dev/null; sleep 0.5; ls /proc | grep -cE '^[0-9]+$'");
-    let n: u64 = r.stdout.trim().lines().last().unwrap_or("0").parse().unwrap_or(0);
+    let n: u64 = r
+        .stdout
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
     assert!(n <= 64, "{n} processes with a limit of 64");
     let st = t.engine.stats("bo-fork").unwrap();
     assert!(st.pids <= 64, "{st:?}");
     // The host can still fork.
-    assert!(std::process::Command::new("true").status().unwrap().success());
+    assert!(
+        std::process::Command::new("true")
+            .status()
+            .unwrap()
+            .success()
+    );
     // And the sandbox recovers once the bomb is gone.
     t.sh("bo-fork", "pkill sleep; true");
     assert_eq!(t.sh("bo-fork", "echo alive").stdout, "alive\n");
@@ -192,7 +243,10 @@ fn memory_bomb_is_oom_killed_inside_and_reported() {
     let mut s = spec("bo-oom");
     s.memory_mb = Some(64);
     t.engine.create(&s).unwrap();
-    let r = t.sh("bo-oom", "python3 -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'");
+    let r = t.sh(
+        "bo-oom",
+        "python3 -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'",
+    );
     // SIGKILL from the OOM killer (as seen by the shell that ran python: 128 + 9).
     assert!(r.signal == Some(9) || r.exit_code == Some(137), "{r:?}");
     let st = t.engine.stats("bo-oom").unwrap();
@@ -204,9 +258,19 @@ fn memory_bomb_is_oom_killed_inside_and_reported() {
 #[test]
 fn capabilities_and_seccomp_are_in_force() {
     let t = started("bo-caps");
-    let r = t.sh("bo-caps", "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status");
+    let r = t.sh(
+        "bo-caps",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
     let get = |k: &str| {
-        r.stdout.lines().find(|l| l.starts_with(k)).unwrap().split_whitespace().nth(1).unwrap().to_string()
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
     };
     let bnd = u64::from_str_radix(&get("CapBnd:"), 16).unwrap();
     assert_eq!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN");

@@ -15,11 +15,20 @@ pub struct TestEngine {
 }
 
 pub fn engine() -> TestEngine {
-    let dir = tempfile::Builder::new().prefix("hutch-engine-test").tempdir_in("/var/tmp").expect("tempdir");
-    let engine = Engine::new(EngineConfig { data_dir: dir.path().join("data"), guest_exe: Some(guest_exe()) })
-        .expect("engine");
+    let dir = tempfile::Builder::new()
+        .prefix("hutch-engine-test")
+        .tempdir_in("/var/tmp")
+        .expect("tempdir");
+    let engine = Engine::new(EngineConfig {
+        data_dir: dir.path().join("data"),
+        guest_exe: Some(guest_exe()),
+    })
+    .expect("engine");
     engine.templates().ensure_base().expect("base template");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     TestEngine { engine, dir, rt }
 }
 
@@ -42,7 +51,11 @@ impl TestEngine {
     /// Run a shell command in a sandbox and collect its result.
     pub fn sh(&self, id: &str, cmd: &str) -> RunResult {
         let guest = self.engine.guest(id).expect("guest");
-        let req = StartProcess { command: Some(cmd.into()), timeout_ms: Some(60_000), ..Default::default() };
+        let req = StartProcess {
+            command: Some(cmd.into()),
+            timeout_ms: Some(60_000),
+            ..Default::default()
+        };
         self.rt.block_on(guest.exec(&req)).expect("exec")
     }
 

@@ -10,12 +10,19 @@ use engine_common::{engine, spec};
 use hutch_sandbox::{Engine, EngineConfig, Error, RuntimeState};
 
 fn mount_count() -> usize {
-    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count()
 }
 
 fn cgroup_children(parent: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+    for root in [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ] {
         let dir = Path::new(root).join(parent);
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
@@ -42,7 +49,10 @@ fn create_exec_destroy() {
     assert!(lines[3].contains("guest"), "{}", lines[3]);
     assert_eq!(lines[4], "42");
     // Files written inside land in the sandbox's own upper layer, not the template or host.
-    let r = t.sh("life-1", "echo data > /etc/new-file && echo x > /usr/local/new-usr-file && cat /etc/new-file");
+    let r = t.sh(
+        "life-1",
+        "echo data > /etc/new-file && echo x > /usr/local/new-usr-file && cat /etc/new-file",
+    );
     assert_eq!(r.stdout, "data\n");
     assert!(!Path::new("/usr/local/new-usr-file").exists());
     t.engine.destroy("life-1").unwrap();
@@ -54,11 +64,20 @@ fn create_exec_destroy() {
 fn duplicate_id_and_unknown_template_are_refused() {
     let t = engine();
     t.engine.create(&spec("dup-1")).unwrap();
-    assert!(matches!(t.engine.create(&spec("dup-1")), Err(Error::State { .. })));
+    assert!(matches!(
+        t.engine.create(&spec("dup-1")),
+        Err(Error::State { .. })
+    ));
     let mut s = spec("dup-2");
     s.template = "nope".into();
-    assert!(matches!(t.engine.create(&s), Err(Error::TemplateNotFound(_))));
-    assert!(matches!(t.engine.create(&spec("Bad/Id")), Err(Error::Invalid { .. })));
+    assert!(matches!(
+        t.engine.create(&s),
+        Err(Error::TemplateNotFound(_))
+    ));
+    assert!(matches!(
+        t.engine.create(&spec("Bad/Id")),
+        Err(Error::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -81,22 +100,52 @@ fn pause_and_resume_keep_memory() {
     let guest = t.engine.guest("pause-1").unwrap();
     // A background counter whose state lives only in memory.
     let req = hutch_api::process::StartProcess {
-        command: Some("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done".into()),
+        command: Some(
+            "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done".into(),
+        ),
         ..Default::default()
     };
-    let _ = t.rt.block_on(guest.json::<hutch_api::process::ProcessInfo>(http::Method::POST, "/processes", Some(&req))).unwrap();
+    let _ =
+        t.rt.block_on(guest.json::<hutch_api::process::ProcessInfo>(
+            http::Method::POST,
+            "/processes",
+            Some(&req),
+        ))
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     t.engine.pause("pause-1").unwrap();
-    assert_eq!(t.engine.info("pause-1").unwrap().state, RuntimeState::Paused);
-    assert!(matches!(t.engine.pause("pause-1"), Err(Error::State { .. })));
+    assert_eq!(
+        t.engine.info("pause-1").unwrap().state,
+        RuntimeState::Paused
+    );
+    assert!(matches!(
+        t.engine.pause("pause-1"),
+        Err(Error::State { .. })
+    ));
     let data = t.data().join("sandboxes/pause-1/upper");
     let _ = data; // the counter lives in /tmp (tmpfs): read it after resume instead
     t.engine.resume("pause-1").unwrap();
-    assert!(matches!(t.engine.resume("pause-1"), Err(Error::State { .. })));
-    let a: u64 = t.sh("pause-1", "cat /tmp/count").stdout.trim().parse().unwrap();
+    assert!(matches!(
+        t.engine.resume("pause-1"),
+        Err(Error::State { .. })
+    ));
+    let a: u64 = t
+        .sh("pause-1", "cat /tmp/count")
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let b: u64 = t.sh("pause-1", "cat /tmp/count").stdout.trim().parse().unwrap();
-    assert!(b > a, "counter kept running from its old value after resume: {a} -> {b}");
+    let b: u64 = t
+        .sh("pause-1", "cat /tmp/count")
+        .stdout
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        b > a,
+        "counter kept running from its old value after resume: {a} -> {b}"
+    );
 }
 
 #[test]
@@ -111,9 +160,15 @@ fn limits_are_applied() {
     assert_eq!(st.memory_limit_bytes, Some(128 * 1024 * 1024));
     assert!(st.pids >= 1);
     // The sandbox sees its own cgroup, read-only.
-    let r = t.sh("lim-1", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max");
+    let r = t.sh(
+        "lim-1",
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+    );
     assert_eq!(r.stdout.trim(), "64");
-    let r = t.sh("lim-1", "echo 1000 > /sys/fs/cgroup/pids/pids.max || echo 1000 > /sys/fs/cgroup/pids.max");
+    let r = t.sh(
+        "lim-1",
+        "echo 1000 > /sys/fs/cgroup/pids/pids.max || echo 1000 > /sys/fs/cgroup/pids.max",
+    );
     assert_ne!(r.exit_code, Some(0));
 }
 
@@ -148,7 +203,10 @@ fn failed_setup_fails_closed_and_cleans_up() {
 fn many_cycles_leave_nothing_behind() {
     let t = engine();
     let mounts = mount_count();
-    let n: usize = std::env::var("HUTCH_TEST_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let n: usize = std::env::var("HUTCH_TEST_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     for i in 0..n {
         let id = format!("cyc-{i}");
         t.engine.create(&spec(&id)).unwrap();
@@ -158,7 +216,11 @@ fn many_cycles_leave_nothing_behind() {
         t.engine.destroy(&id).unwrap();
     }
     assert_eq!(mount_count(), mounts, "host mount table changed");
-    assert!(cgroup_children(t.engine.cgroup_parent()).is_empty(), "{:?}", cgroup_children(t.engine.cgroup_parent()));
+    assert!(
+        cgroup_children(t.engine.cgroup_parent()).is_empty(),
+        "{:?}",
+        cgroup_children(t.engine.cgroup_parent())
+    );
     assert_eq!(fs::read_dir(t.data().join("sandboxes")).unwrap().count(), 0);
     assert!(t.engine.list().is_empty());
 }
@@ -169,18 +231,29 @@ fn restart_reattaches_running_and_cleans_dead() {
     t.engine.create(&spec("keep-1")).unwrap();
     t.engine.create(&spec("dead-1")).unwrap();
     let guest = t.engine.guest("keep-1").unwrap();
-    let req = hutch_api::process::StartProcess { command: Some("sleep 1000".into()), tag: Some("bg".into()), ..Default::default() };
+    let req = hutch_api::process::StartProcess {
+        command: Some("sleep 1000".into()),
+        tag: Some("bg".into()),
+        ..Default::default()
+    };
     let p: hutch_api::process::ProcessInfo =
-        t.rt.block_on(guest.json(http::Method::POST, "/processes", Some(&req))).unwrap();
+        t.rt.block_on(guest.json(http::Method::POST, "/processes", Some(&req)))
+            .unwrap();
     let dead_pid = t.engine.info("dead-1").unwrap().pid;
 
     // A second engine on the same data dir stands for the restarted host process.
-    let again = Engine::new(EngineConfig { data_dir: t.data(), guest_exe: Some(engine_common::guest_exe()) }).unwrap();
+    let again = Engine::new(EngineConfig {
+        data_dir: t.data(),
+        guest_exe: Some(engine_common::guest_exe()),
+    })
+    .unwrap();
     // SAFETY: killing the sandbox's PID 1 from outside, as a crash would.
     unsafe { libc::kill(dead_pid, libc::SIGKILL) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while Path::new(&format!("/proc/{dead_pid}/stat")).exists()
-        && !fs::read_to_string(format!("/proc/{dead_pid}/stat")).unwrap_or_default().contains(") Z")
+        && !fs::read_to_string(format!("/proc/{dead_pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -191,7 +264,11 @@ fn restart_reattaches_running_and_cleans_dead() {
     assert!(!t.data().join("sandboxes/dead-1").exists());
     let g2 = again.guest("keep-1").unwrap();
     let list: Vec<hutch_api::process::ProcessInfo> =
-        t.rt.block_on(g2.json(http::Method::GET, "/processes", None::<&()>)).unwrap();
-    assert!(list.iter().any(|x| x.id == p.id && x.state == hutch_api::process::ProcessState::Running));
+        t.rt.block_on(g2.json(http::Method::GET, "/processes", None::<&()>))
+            .unwrap();
+    assert!(
+        list.iter()
+            .any(|x| x.id == p.id && x.state == hutch_api::process::ProcessState::Running)
+    );
     again.destroy("keep-1").unwrap();
 }

@@ -69,7 +69,12 @@ impl Api {
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
-        let r = self.http.delete(format!("{}/v1/sandboxes/{id}", self.base)).bearer_auth(&self.key).send().await?;
+        let r = self
+            .http
+            .delete(format!("{}/v1/sandboxes/{id}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
         ensure!(r.status().is_success(), "delete: {}", r.status());
         Ok(())
     }
@@ -84,7 +89,9 @@ impl Api {
 
 pub fn run(a: ApiBenchArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&a.data_dir);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let result = rt.block_on(bench(&a));
     let _ = std::fs::remove_dir_all(&a.data_dir);
     result
@@ -99,14 +106,28 @@ async fn bench(a: &ApiBenchArgs) -> Result<()> {
     let config = ServerConfig::load(None, overrides).context("config")?;
     let server = hutch_server::spawn(config).await.context("start server")?;
     let api = Api {
-        http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
         base: server.url(),
-        key: server.admin_key.clone().context("fresh data dir has an admin key")?,
+        key: server
+            .admin_key
+            .clone()
+            .context("fresh data dir has an admin key")?,
     };
-    println!("hutch bench api: in-process server on {} ({} cores)", server.addr, std::thread::available_parallelism()?.get());
+    println!(
+        "hutch bench api: in-process server on {} ({} cores)",
+        server.addr,
+        std::thread::available_parallelism()?.get()
+    );
     let r = measure(&api, a).await;
     // Clean up whatever is left, then stop the server.
-    if let Ok(resp) = api.http.get(format!("{}/v1/sandboxes?limit=1000", api.base)).bearer_auth(&api.key).send().await
+    if let Ok(resp) = api
+        .http
+        .get(format!("{}/v1/sandboxes?limit=1000", api.base))
+        .bearer_auth(&api.key)
+        .send()
+        .await
         && let Ok(page) = resp.json::<hutch_api::sandbox::Page<Sandbox>>().await
     {
         for s in page.items {
@@ -162,7 +183,13 @@ async fn measure(api: &Api, a: &ApiBenchArgs) -> Result<()> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("{:<44} {:.1} creates/s  ({} sandboxes, {} at a time)", "sustained create rate", ids.len() as f64 / secs, ids.len(), workers);
+    println!(
+        "{:<44} {:.1} creates/s  ({} sandboxes, {} at a time)",
+        "sustained create rate",
+        ids.len() as f64 / secs,
+        ids.len(),
+        workers
+    );
     for id in ids {
         api.delete(&id).await?;
     }

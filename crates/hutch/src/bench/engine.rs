@@ -32,9 +32,15 @@ pub struct EngineBenchArgs {
 
 pub fn run(a: EngineBenchArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&a.data_dir);
-    let engine = Engine::new(EngineConfig { data_dir: a.data_dir.clone(), guest_exe: None }).context("engine")?;
+    let engine = Engine::new(EngineConfig {
+        data_dir: a.data_dir.clone(),
+        guest_exe: None,
+    })
+    .context("engine")?;
     engine.templates().ensure_base().context("base template")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = bench(&engine, &rt, &a);
     for s in engine.list() {
         let _ = engine.destroy(&s.id);
@@ -44,15 +50,29 @@ pub fn run(a: EngineBenchArgs) -> Result<()> {
 }
 
 fn spec(id: String) -> SandboxSpec {
-    SandboxSpec { id, template: "base".into(), cpus: Some(1.0), memory_mb: Some(256), pids: Some(256), ..Default::default() }
+    SandboxSpec {
+        id,
+        template: "base".into(),
+        cpus: Some(1.0),
+        memory_mb: Some(256),
+        pids: Some(256),
+        ..Default::default()
+    }
 }
 
 fn true_cmd() -> StartProcess {
-    StartProcess { cmd: Some(vec!["/bin/true".into()]), ..Default::default() }
+    StartProcess {
+        cmd: Some(vec!["/bin/true".into()]),
+        ..Default::default()
+    }
 }
 
 fn bench(engine: &Engine, rt: &tokio::runtime::Runtime, a: &EngineBenchArgs) -> Result<()> {
-    println!("hutch bench engine: {} cores, cgroup {}", num_cpus(), if engine.cgroup_v2() { "v2" } else { "v1" });
+    println!(
+        "hutch bench engine: {} cores, cgroup {}",
+        num_cpus(),
+        if engine.cgroup_v2() { "v2" } else { "v1" }
+    );
     // Warm the page cache and the kernel's overlay/cgroup paths once.
     for i in 0..5 {
         let id = format!("warm-{i}");
@@ -95,7 +115,10 @@ fn bench(engine: &Engine, rt: &tokio::runtime::Runtime, a: &EngineBenchArgs) -> 
     if !a.no_peers {
         let rootfs = a.data_dir.join("templates/base/rootfs");
         let n = a.creates.min(100);
-        for peer in [peers::runc(&rootfs, &a.data_dir, n), peers::bwrap(&rootfs, n)] {
+        for peer in [
+            peers::runc(&rootfs, &a.data_dir, n),
+            peers::bwrap(&rootfs, n),
+        ] {
             match peer {
                 Ok(s) => println!(
                     "{}\n    ratio {}/hutch full cycle p50: {:.2}x",
@@ -140,7 +163,10 @@ fn idle_memory(engine: &Engine, rt: &tokio::runtime::Runtime, n: usize) -> Resul
     for i in 0..n {
         engine.destroy(&format!("idle-{i}"))?;
     }
-    println!("hutch: destroyed {n} sandboxes in {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "hutch: destroyed {n} sandboxes in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -158,5 +184,7 @@ fn mem_available_kib() -> Result<u64> {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

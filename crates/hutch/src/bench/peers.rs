@@ -26,7 +26,19 @@ pub fn bwrap(rootfs: &Path, n: usize) -> Result<Samples> {
         let st = Command::new(&bwrap)
             .args(["--unshare-all", "--die-with-parent", "--ro-bind"])
             .arg(rootfs)
-            .args(["/", "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"])
+            .args([
+                "/",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--tmpfs",
+                "/tmp",
+                "/bin/true",
+            ])
             .stdin(Stdio::null())
             .status()
             .context("run bwrap")?;
@@ -44,11 +56,16 @@ pub fn runc(rootfs: &Path, work: &Path, n: usize) -> Result<Samples> {
     let bundle = work.join("runc-bundle");
     std::fs::create_dir_all(&bundle)?;
     let _ = std::fs::remove_file(bundle.join("config.json"));
-    let st = Command::new(&runc).arg("spec").current_dir(&bundle).status().context("runc spec")?;
+    let st = Command::new(&runc)
+        .arg("spec")
+        .current_dir(&bundle)
+        .status()
+        .context("runc spec")?;
     if !st.success() {
         bail!("runc spec failed");
     }
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
     cfg["process"]["terminal"] = false.into();
     cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
     cfg["root"]["path"] = rootfs.display().to_string().into();

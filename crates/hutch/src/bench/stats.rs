@@ -10,7 +10,10 @@ pub struct Samples {
 
 impl Samples {
     pub fn new(name: &str) -> Self {
-        Samples { name: name.into(), values: Vec::new() }
+        Samples {
+            name: name.into(),
+            values: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, d: Duration) {
