@@ -52,6 +52,8 @@ pub async fn serve(
     reaper::global()?;
     if std::process::id() == 1
         && let Some(h) = config.hostname.as_deref().filter(|h| !h.is_empty())
+        // The engine already set it (and took away the capability to change it).
+        && nix::unistd::gethostname().ok().as_deref() != Some(std::ffi::OsStr::new(h))
         && let Err(e) = nix::unistd::sethostname(h)
     {
         tracing::warn!(error = %e, hostname = h, "cannot set hostname");

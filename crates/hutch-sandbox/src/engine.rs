@@ -248,6 +248,7 @@ impl Engine {
         cgroup: &Cgroup,
         tpl: crate::template::Resolved,
     ) -> Result<Live> {
+        let prepare = std::time::Instant::now();
         let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
         for d in [&upper, &work, &rootfs] {
             fs::create_dir(d).ctx(|| format!("create {}", d.display()))?;
@@ -272,6 +273,7 @@ impl Engine {
             layers: &tpl.layers,
             upper: &upper,
             work: &work,
+            host_binds: &tpl.host_binds,
             host_overlays: &host_overlays,
             cgroup_v2: self.hierarchy.is_v2(),
             guest_exe: &self.exe,
@@ -336,6 +338,7 @@ impl Engine {
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
         };
+        tracing::debug!(id = %spec.id, prepared = ?prepare.elapsed(), "sandbox prepared");
         let launched = launch::launch(
             &plan,
             go_w,

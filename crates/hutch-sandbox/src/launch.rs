@@ -105,6 +105,7 @@ pub(crate) fn launch(
     ready_timeout: Duration,
     before_start: impl FnOnce(i32) -> Result<()>,
 ) -> Result<Launched> {
+    let started = Instant::now();
     let mut stack = vec![0u8; STACK_SIZE];
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -135,6 +136,7 @@ pub(crate) fn launch(
     }
     // Our copies of the child's fds must close, or a dying child would never show as EOF.
     drop(child_side);
+    let cloned = started.elapsed();
     // SAFETY: the kernel just gave us this pidfd and nothing else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let launched = Launched { pid, pidfd };
@@ -169,7 +171,10 @@ pub(crate) fn launch(
         });
     }
     drop(go);
-    match wait_status(status_read, ready_timeout, &plan.steps) {
+    let released = started.elapsed();
+    let status = wait_status(status_read, ready_timeout, &plan.steps);
+    tracing::debug!(pid, ?cloned, ?released, ready = ?started.elapsed(), "sandbox launch");
+    match status {
         Ok(()) => Ok(launched),
         Err(e) => {
             kill(&launched);
@@ -467,7 +472,9 @@ unsafe fn run_op(op: &Op) -> bool {
                 r == 0 || (*optional && *libc::__errno_location() == libc::ENOENT)
             }
             Op::Mkdir { path, mode } => {
-                libc::mkdir(path.as_ptr(), *mode) == 0 || *libc::__errno_location() == libc::EEXIST
+                libc::mkdir(path.as_ptr(), *mode) == 0
+                    // An existing directory inside a read-only bind answers EROFS.
+                    || matches!(*libc::__errno_location(), libc::EEXIST | libc::EROFS)
             }
             Op::Mknod { path, mode, dev } => {
                 libc::mknod(path.as_ptr(), libc::S_IFCHR | *mode, *dev) == 0

@@ -61,6 +61,9 @@ pub(crate) struct FsSpec<'a> {
     pub upper: &'a Path,
     pub work: &'a Path,
     /// Host directories overlaid at the same path (lower = host dir, upper/work per sandbox).
+    /// Host directories bind-mounted read-only at the same path (before the overlays, so an
+    /// overlay can sit inside one: the `base` template binds `/usr` and overlays `/usr/local`).
+    pub host_binds: &'a [String],
     pub host_overlays: &'a [HostOverlay],
     pub cgroup_v2: bool,
     /// Host path of the static `hutch` binary, bind-mounted read-only at [`GUEST_PATH`].
@@ -143,6 +146,35 @@ pub(crate) fn plan(spec: &FsSpec<'_>) -> Result<Vec<Step>> {
                 path: p(dir)?,
                 mode: 0o755,
             },
+        ));
+    }
+    for target in spec.host_binds {
+        steps.push(step(
+            "create host bind mount point",
+            Op::Mkdir {
+                path: p(target)?,
+                mode: 0o755,
+            },
+        ));
+        steps.push(step(
+            "bind host directory",
+            mount_c(
+                &cstr(target)?,
+                p(target)?,
+                c"",
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?,
+        ));
+        steps.push(step(
+            "seal host directory",
+            mount_c(
+                c"none",
+                p(target)?,
+                c"",
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID | NODEV,
+                None,
+            )?,
         ));
     }
     for ov in spec.host_overlays {

@@ -17,7 +17,7 @@ use crate::state::SandboxRecord;
 /// The name of the default template.
 pub const BASE: &str = "base";
 /// Bumped when the `base` skeleton changes, so existing installs rebuild it.
-const BASE_VERSION: u32 = 1;
+const BASE_VERSION: u32 = 2;
 
 /// A template as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,6 +37,9 @@ pub(crate) struct Manifest {
     /// Host directories overlaid (copy-on-write) at the same path in the sandbox.
     #[serde(default)]
     pub host_overlays: Vec<String>,
+    /// Host directories bind-mounted read-only at the same path.
+    #[serde(default)]
+    pub host_binds: Vec<String>,
     #[serde(default)]
     pub base_version: u32,
     #[serde(default)]
@@ -46,6 +49,7 @@ pub(crate) struct Manifest {
 /// A resolved template: absolute layer paths.
 pub(crate) struct Resolved {
     pub layers: Vec<PathBuf>,
+    pub host_binds: Vec<String>,
     pub host_overlays: Vec<String>,
 }
 
@@ -82,6 +86,7 @@ impl TemplateStore {
         Ok(Resolved {
             layers: m.layers.iter().map(|l| base.join(l)).collect(),
             host_overlays: m.host_overlays,
+            host_binds: m.host_binds,
         })
     }
 
@@ -137,7 +142,10 @@ impl TemplateStore {
             name: BASE.into(),
             created_at: Utc::now(),
             layers: vec!["rootfs".into()],
-            host_overlays: vec!["/usr".into()],
+            // /usr read-only and shared with the host (warm caches: the first exec in a new
+            // sandbox is faster), /usr/local writable per sandbox for pip/npm installs.
+            host_binds: vec!["/usr".into()],
+            host_overlays: vec!["/usr/local".into()],
             base_version: BASE_VERSION,
             size_bytes: dir_size(&rootfs) + dir_size(Path::new("/usr")),
         };
@@ -210,6 +218,7 @@ impl TemplateStore {
             created_at: Utc::now(),
             layers: vec!["rootfs".into()],
             host_overlays: Vec::new(),
+            host_binds: Vec::new(),
             base_version: 0,
             size_bytes: dir_size(&rootfs),
         };
