@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::guest_client::GuestClient;
 use crate::launch::{self, ChildPlan};
 use crate::mounts::{self, FsSpec, HostOverlay};
+use crate::netns_pool::NetnsPool;
 use crate::seccomp;
 use crate::state::{self, SandboxRecord};
 use crate::template::TemplateStore;
@@ -25,6 +26,8 @@ use crate::template::TemplateStore;
 /// Data dir whose sandboxes live under the plain `hutch` cgroup; others get `hutch-<hash>` so
 /// several engines (tests, side-by-side installs) never touch each other's groups.
 const DEFAULT_DATA_DIR: &str = "/var/lib/hutch";
+/// Network namespaces kept ready (see [`NetnsPool`]).
+const NETNS_POOL_SIZE: usize = 4;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Engine settings.
@@ -98,10 +101,12 @@ struct Live {
 }
 
 /// Network setup for sandboxes that get more than loopback. `setup` runs in the host process
-/// after PID 1 exists (its network namespace is `/proc/<pid>/ns/net`) and before anything in the
-/// sandbox runs; an error aborts the create (fail closed). `teardown` runs on destroy.
+/// after PID 1 exists and before anything in the sandbox runs; an error aborts the create (fail
+/// closed). Configure the namespace behind `netns`: it is the sandbox's, while
+/// `/proc/<pid>/ns/net` may still be the host's for a moment (PID 1 joins a pre-made namespace
+/// concurrently). `teardown` runs on destroy.
 pub trait NetworkHook: Send + Sync {
-    fn setup(&self, id: &str, pid: i32) -> Result<()>;
+    fn setup(&self, id: &str, pid: i32, netns: std::os::fd::BorrowedFd<'_>) -> Result<()>;
     fn teardown(&self, id: &str) -> Result<()>;
 }
 
@@ -125,6 +130,7 @@ pub struct Engine {
     templates: TemplateStore,
     live: Mutex<HashMap<String, Arc<Live>>>,
     network: Mutex<Option<Arc<dyn NetworkHook>>>,
+    netns_pool: Option<NetnsPool>,
 }
 
 impl Engine {
@@ -166,6 +172,7 @@ impl Engine {
             templates,
             live: Mutex::new(HashMap::new()),
             network: Mutex::new(None),
+            netns_pool: NetnsPool::start(NETNS_POOL_SIZE),
         })
     }
 
@@ -308,7 +315,7 @@ impl Engine {
         ];
         let child_go = high_dup(go_r.as_raw_fd())?;
         drop((listener, status_w, config, go_r));
-        let plan = ChildPlan {
+        let mut plan = ChildPlan {
             steps,
             hostname: mounts::cstr(&spec.id)?,
             seccomp: self.seccomp.programs.clone(),
@@ -337,8 +344,16 @@ impl Engine {
             ],
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
+            netns_fd: -1,
         };
         tracing::debug!(id = %spec.id, prepared = ?prepare.elapsed(), "sandbox prepared");
+        // Held until launch returns: the child joins it before then.
+        // Like the other child-side fds it must sit above 5, or moving fds to 3/4/5 clobbers it.
+        let netns = match self.netns_pool.as_ref().and_then(|p| p.take()) {
+            Some(fd) => Some(high_dup(fd.as_raw_fd())?),
+            None => None,
+        };
+        plan.netns_fd = netns.as_ref().map_or(-1, |f| f.as_raw_fd());
         let launched = launch::launch(
             &plan,
             go_w,
@@ -348,9 +363,17 @@ impl Engine {
             |pid| {
                 cgroup.create(&limits)?;
                 cgroup.add(pid)?;
-                match self.network_hook() {
-                    Some(hook) => hook.setup(&spec.id, pid),
-                    None => Ok(()),
+                let Some(hook) = self.network_hook() else {
+                    return Ok(());
+                };
+                match &netns {
+                    Some(fd) => hook.setup(&spec.id, pid, fd.as_fd()),
+                    None => {
+                        // A fresh namespace from clone: PID 1 is in it from the start.
+                        let fd = fs::File::open(format!("/proc/{pid}/ns/net"))
+                            .ctx(|| "open the sandbox's network namespace".into())?;
+                        hook.setup(&spec.id, pid, fd.as_fd())
+                    }
                 }
             },
         )?;

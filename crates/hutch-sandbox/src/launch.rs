@@ -49,6 +49,8 @@ pub(crate) struct ChildPlan {
     /// Fds moved to 3, 4, 5 in the child (listener, status pipe, config).
     pub fds: [RawFd; 3],
     pub go_fd: RawFd,
+    /// A ready network namespace to join (from the pool), or -1 for a fresh one from `clone`.
+    pub netns_fd: RawFd,
     /// RLIMIT_NOFILE for the sandbox (computed by [`nofile_limit`]).
     pub nofile: libc::rlimit,
 }
@@ -91,6 +93,7 @@ const EXTRA_STEPS: &[&str] = &[
     "install seccomp filter",
     "exec guest",
     "prepare fds",
+    "join network namespace",
 ];
 
 /// Clone the child. `before_start(pid)` runs in the parent (cgroup creation and placement,
@@ -107,12 +110,14 @@ pub(crate) fn launch(
 ) -> Result<Launched> {
     let started = Instant::now();
     let mut stack = vec![0u8; STACK_SIZE];
-    let flags = libc::CLONE_NEWNS
+    let mut flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET
         | libc::CLONE_PIDFD;
+    if plan.netns_fd < 0 {
+        flags |= libc::CLONE_NEWNET;
+    }
     let mut pidfd: c_int = -1;
     // SAFETY: the stack is a live, exclusively owned buffer and we pass its top (stacks grow down
     // on x86_64). The child runs `child_main` on a copy-on-write copy of our memory and only reads
@@ -306,6 +311,9 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if plan.netns_fd >= 0 && libc::setns(plan.netns_fd, libc::CLONE_NEWNET) < 0 {
+            fail(extra(9));
+        }
         libc::umask(0);
         for (i, step) in plan.steps.iter().enumerate() {
             let ok = match step.op {
@@ -503,8 +511,8 @@ unsafe fn run_op(op: &Op) -> bool {
     }
 }
 
-/// Set IFF_UP on `lo` in our new network namespace.
-unsafe fn loopback_up() -> bool {
+/// Set IFF_UP on `lo` in the calling thread's network namespace.
+pub(crate) unsafe fn loopback_up() -> bool {
     // SAFETY: a socket we close, and an ifreq on our stack.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

@@ -14,6 +14,7 @@ mod error;
 mod guest_client;
 mod launch;
 mod mounts;
+mod netns_pool;
 mod seccomp;
 mod state;
 mod template;

@@ -199,11 +199,18 @@ try:
     u.connect(('192.0.2.1', 53)); print('routed')
 except OSError as e:
     print('unreachable', e.errno)
+# A raw socket can be opened (CAP_NET_RAW, as in Docker) but reaches nothing past lo.
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+try:
+    r.sendto(b'\\x08\\x00\\xf7\\xff\\x00\\x00\\x00\\x00', ('192.0.2.1', 0)); print('raw sent')
+except OSError as e:
+    print('raw unreachable', e.errno)
 "
     );
     let (_, out) = py(&t, "bo-net", &code);
     assert!(out.contains("refused"), "{out}");
-    assert!(out.contains("unreachable"), "{out}");
+    assert!(out.contains("\nunreachable"), "{out}");
+    assert!(out.contains("raw unreachable"), "{out}");
     drop(l);
 }
 
@@ -279,4 +286,28 @@ fn capabilities_and_seccomp_are_in_force() {
     assert_eq!(bnd & (1 << 19), 0, "CAP_SYS_PTRACE");
     assert_eq!(get("NoNewPrivs:"), "1");
     assert_eq!(get("Seccomp:"), "2");
+}
+
+#[test]
+fn sandboxes_cannot_reach_each_other() {
+    let t = engine();
+    t.engine.create(&spec("bo-a")).unwrap();
+    t.engine.create(&spec("bo-b")).unwrap();
+    let guest = t.engine.guest("bo-a").unwrap();
+    let listen = hutch_api::process::StartProcess {
+        command: Some("python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1', 7777)); s.listen()\nwhile True: s.accept()\"".into()),
+        ..Default::default()
+    };
+    let _: hutch_api::process::ProcessInfo =
+        t.rt.block_on(guest.json(http::Method::POST, "/processes", Some(&listen)))
+            .unwrap();
+    // Wait until A listens, then try from A (works) and from B (its own loopback: refused).
+    let check = "python3 -c \"import socket,time\nfor i in range(100):\n    try:\n        socket.create_connection(('127.0.0.1', 7777), 1); print('ok'); break\n    except OSError:\n        time.sleep(0.05)\nelse:\n    print('refused')\"";
+    assert_eq!(t.sh("bo-a", check).stdout.trim(), "ok");
+    let inode = |id: &str| t.sh(id, "stat -L -c %i /proc/self/ns/net").stdout;
+    assert_ne!(inode("bo-a"), inode("bo-b"));
+    let once = "python3 -c \"import socket\ntry:\n    socket.create_connection(('127.0.0.1', 7777), 1); print('ok')\nexcept OSError:\n    print('refused')\"";
+    assert_eq!(t.sh("bo-b", once).stdout.trim(), "refused");
+    // A still accepts: B's refusal is isolation, not a dead listener.
+    assert_eq!(t.sh("bo-a", once).stdout.trim(), "ok");
 }
