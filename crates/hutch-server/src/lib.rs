@@ -255,10 +255,19 @@ pub async fn spawn(config: ServerConfig) -> Result<Running, Error> {
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let key_file = config.data_dir.join("admin.key");
     let running = spawn(config).await?;
-    println!("Hutch is listening on http://{}  (API docs: http://{}/docs)", running.addr, running.addr);
+    println!(
+        "Hutch is listening on http://{}  (API docs: http://{}/docs)",
+        running.addr, running.addr
+    );
     match &running.admin_key {
-        Some(key) => println!("Admin API key: {key}  (also saved 0600 in {})", key_file.display()),
-        None => println!("Admin API key: see {} (created on first start)", key_file.display()),
+        Some(key) => println!(
+            "Admin API key: {key}  (also saved 0600 in {})",
+            key_file.display()
+        ),
+        None => println!(
+            "Admin API key: see {} (created on first start)",
+            key_file.display()
+        ),
     }
     tracing::info!(addr = %running.addr, "hutch server listening");
     shutdown_signal().await;
