@@ -94,6 +94,19 @@ impl Hierarchy {
         }
     }
 
+    /// Remove the parent group if no sandbox group is left in it (best effort).
+    pub fn remove_parent(&self, parent: &str) {
+        let dirs: Vec<PathBuf> = match self {
+            Hierarchy::V2 => vec![Path::new(CGROUP_ROOT).join(parent)],
+            Hierarchy::V1 { controllers } => {
+                controllers.iter().map(|(_, b)| b.join(parent)).collect()
+            }
+        };
+        for d in dirs {
+            let _ = fs::remove_dir(d);
+        }
+    }
+
     /// The group of one sandbox (not created).
     pub fn group(&self, parent: &str, id: &str) -> Cgroup {
         let rel = format!("{parent}/{id}");

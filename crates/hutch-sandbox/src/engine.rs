@@ -198,6 +198,14 @@ impl Engine {
         &self.cgroup_parent
     }
 
+    /// Remove this engine's parent cgroup when it holds no sandbox any more (for throw-away data
+    /// dirs such as tests'; a later `Engine::new` recreates it).
+    pub fn release_cgroup_parent(&self) {
+        if self.lock().is_empty() {
+            self.hierarchy.remove_parent(&self.cgroup_parent);
+        }
+    }
+
     /// Whether the host uses cgroup v2.
     pub fn cgroup_v2(&self) -> bool {
         self.hierarchy.is_v2()

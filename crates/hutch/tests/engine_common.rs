@@ -69,5 +69,6 @@ impl Drop for TestEngine {
         for s in self.engine.list() {
             let _ = self.engine.destroy(&s.id);
         }
+        self.engine.release_cgroup_parent();
     }
 }
