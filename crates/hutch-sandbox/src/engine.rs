@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -322,6 +322,18 @@ impl Engine {
             high_dup(config.as_raw_fd())?,
         ];
         let child_go = high_dup(go_r.as_raw_fd())?;
+        // The guest's own output goes to a log next to its state (it only writes there on
+        // failures); stdin is /dev/null.
+        let null = fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
+        let log_path = dir.join("guest.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .ctx(|| format!("open {}", log_path.display()))?;
+        let stdin = high_dup(null.as_raw_fd())?;
+        let stdout = high_dup(log.as_raw_fd())?;
         drop((listener, status_w, config, go_r));
         let mut plan = ChildPlan {
             steps,
@@ -353,6 +365,7 @@ impl Engine {
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
             netns_fd: -1,
+            stdio: [stdin.as_raw_fd(), stdout.as_raw_fd(), stdout.as_raw_fd()],
         };
         tracing::debug!(id = %spec.id, prepared = ?prepare.elapsed(), "sandbox prepared");
         // Held until launch returns: the child joins it before then.

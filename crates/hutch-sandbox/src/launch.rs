@@ -49,6 +49,9 @@ pub(crate) struct ChildPlan {
     /// Fds moved to 3, 4, 5 in the child (listener, status pipe, config).
     pub fds: [RawFd; 3],
     pub go_fd: RawFd,
+    /// Fds for the guest's stdin, stdout and stderr (never the host process's own: a sandbox
+    /// must not hold the server's terminal or log pipe open).
+    pub stdio: [RawFd; 3],
     /// A ready network namespace to join (from the pool), or -1 for a fresh one from `clone`.
     pub netns_fd: RawFd,
     /// RLIMIT_NOFILE for the sandbox (computed by [`nofile_limit`]).
@@ -296,6 +299,11 @@ unsafe fn child(plan: &ChildPlan) -> c_int {
             if libc::dup2(*fd, 3 + i as c_int) < 0 {
                 // The status fd may not be in place yet; nothing to report through.
                 libc::_exit(126);
+            }
+        }
+        for (i, fd) in plan.stdio.iter().enumerate() {
+            if libc::dup2(*fd, i as c_int) < 0 {
+                fail(extra(8));
             }
         }
         // Everything else we inherited closes on exec (sockets, database files of the host process).

@@ -40,6 +40,11 @@ fn create_exec_destroy() {
     let t = engine();
     let info = t.engine.create(&spec("life-1")).unwrap();
     assert_eq!(info.state, RuntimeState::Running);
+    // PID 1 holds none of the host process's stdio: stdin is /dev/null, output goes to a log.
+    let fd = |n: u32| fs::read_link(format!("/proc/{}/fd/{n}", info.pid)).unwrap();
+    assert_eq!(fd(0), Path::new("/dev/null"));
+    assert_eq!(fd(1), t.data().join("sandboxes/life-1/guest.log"));
+    assert_eq!(fd(2), fd(1));
     let r = t.sh("life-1", "echo hello; hostname; id -u; cat /proc/1/cmdline | tr '\\0' ' '; echo; python3 -c 'print(6*7)'");
     assert_eq!(r.exit_code, Some(0), "{r:?}");
     let lines: Vec<&str> = r.stdout.lines().collect();

@@ -166,7 +166,8 @@ fn read_key() -> anyhow::Result<String> {
     if stdin.is_terminal() {
         eprint!("API key: ");
         std::io::stderr().flush()?;
-        stdin.read_line(&mut text)?;
+        read_line_quietly(&mut text)?;
+        eprintln!();
     } else {
         stdin.lock().read_to_string(&mut text)?;
     }
@@ -175,6 +176,24 @@ fn read_key() -> anyhow::Result<String> {
         bail!("no API key given (pass --key or write it to stdin)");
     }
     Ok(key)
+}
+
+/// Read a line from the terminal on stdin without echoing it.
+fn read_line_quietly(text: &mut String) -> anyhow::Result<()> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let res = stdin.read_line(text);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+    }
+    res?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Plumbing between blocking code (tar, stdin) and async streams, without buffering whole files.
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -100,8 +101,9 @@ impl Read for ChannelReader {
     }
 }
 
-/// Tar `dir`'s contents (entries named `./…`, symlinks kept as links) on a blocking thread,
-/// returning the archive as a stream. A failure ends the stream with an error.
+/// Tar `dir`'s contents (entries named `./…`, symlinks kept as links, sockets skipped with a
+/// warning) on a blocking thread, returning the archive as a stream. A failure ends the stream
+/// with an error.
 pub fn tar_dir(dir: PathBuf) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     let (writer, stream) = byte_channel();
     let err_tx = writer.tx.clone();
@@ -109,7 +111,8 @@ pub fn tar_dir(dir: PathBuf) -> impl Stream<Item = io::Result<Bytes>> + Send + '
         let mut builder = tar::Builder::new(writer);
         builder.follow_symlinks(false);
         let res = builder
-            .append_dir_all(".", &dir)
+            .append_dir(".", &dir)
+            .and_then(|()| append_tree(&mut builder, &dir, Path::new(".")))
             .and_then(|()| builder.into_inner());
         let res = match res {
             Ok(w) => w.finish(),
@@ -124,6 +127,27 @@ pub fn tar_dir(dir: PathBuf) -> impl Stream<Item = io::Result<Bytes>> + Send + '
         }
     });
     stream
+}
+
+/// Append everything under `root/rel` (depth first, sorted by name) as `rel/…`.
+fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+    let mut entries = std::fs::read_dir(root.join(rel))?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = rel.join(entry.file_name());
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            builder.append_dir(&name, &path)?;
+            append_tree(builder, root, &name)?;
+        } else if kind.is_socket() {
+            let shown = root.join(name.strip_prefix(".").unwrap_or(&name));
+            eprintln!("hutch: skipping socket {}", shown.display());
+        } else {
+            builder.append_path_with_name(&path, &name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Read stdin on a dedicated thread (a blocking read must not hold up the runtime's shutdown).
@@ -209,6 +233,7 @@ mod tests {
         let big = vec![7u8; 300 * 1024];
         std::fs::write(src.path().join("big.bin"), &big).unwrap();
         std::os::unix::fs::symlink("sub/a.txt", src.path().join("link")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(src.path().join("sub/sock")).unwrap();
 
         let mut stream = Box::pin(tar_dir(src.path().to_owned()));
         let (tx, reader) = ChannelReader::new();
@@ -237,5 +262,6 @@ mod tests {
                 .file_type()
                 .is_symlink()
         );
+        assert!(!dst.path().join("sub/sock").exists());
     }
 }

@@ -171,6 +171,9 @@ pub async fn attach(
     let _raw = RawMode::enable();
     let mut stdin_rx = input.then(spawn_stdin_reader);
     let mut winch = signal(SignalKind::window_change()).context("cannot handle SIGWINCH")?;
+    // Leave through the normal path (restoring the terminal, cleaning up) when told to stop.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     let mut size = local_size();
     // Make the remote side match us from the start.
@@ -211,6 +214,8 @@ pub async fn attach(
                 // End of local input: keep showing output until the program ends.
                 None => stdin_rx = None,
             },
+            _ = term.recv() => anyhow::bail!("terminated"),
+            _ = hup.recv() => anyhow::bail!("hung up"),
             _ = winch.recv() => resize_if_changed(&mut sink, &mut size).await,
             _ = poll.tick() => resize_if_changed(&mut sink, &mut size).await,
         }
