@@ -2,7 +2,7 @@
 # Install what building and testing Hutch needs on Debian 12 (idempotent). Run as root.
 set -euo pipefail
 need=()
-for pkg in build-essential pkg-config python3 procps iproute2 ca-certificates git; do
+for pkg in build-essential pkg-config python3 procps iproute2 nftables ca-certificates git; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
