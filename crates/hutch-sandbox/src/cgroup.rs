@@ -310,13 +310,15 @@ impl Cgroup {
                     write(&d.join("cgroup.kill"), "1")?;
                 }
             } else {
-                // A frozen task cannot die; thaw first. New forks are stopped by killing in a loop.
-                if self.is_frozen() {
-                    let _ = self.set_frozen(false);
-                }
-                for pid in procs {
-                    // SAFETY: kill(2) with a pid read from our own cgroup; no memory is involved.
+                // Frozen, nothing can fork and no listed pid can exit and be reused by another
+                // process before our signal lands; thawing then lets the killed tasks die.
+                let frozen = self.set_frozen(true).is_ok();
+                for pid in self.procs() {
+                    // SAFETY: kill(2) with a pid read from our own (frozen) cgroup.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                if frozen || self.is_frozen() {
+                    let _ = self.set_frozen(false);
                 }
             }
             if Instant::now() > deadline {

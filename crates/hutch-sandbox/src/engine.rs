@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -223,6 +223,7 @@ impl Engine {
     pub fn create(&self, spec: &SandboxSpec) -> Result<SandboxInfo> {
         validate(spec)?;
         let tpl = self.templates.resolve(&spec.template)?;
+        check_mount_points(&tpl)?;
         let dir = self.dir(&spec.id);
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
@@ -322,18 +323,14 @@ impl Engine {
             high_dup(config.as_raw_fd())?,
         ];
         let child_go = high_dup(go_r.as_raw_fd())?;
-        // The guest's own output goes to a log next to its state (it only writes there on
-        // failures); stdin is /dev/null.
-        let null = fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
-        let log_path = dir.join("guest.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .ctx(|| format!("open {}", log_path.display()))?;
-        let stdin = high_dup(null.as_raw_fd())?;
-        let stdout = high_dup(log.as_raw_fd())?;
+        // The guest's stdio is /dev/null: never the host process's terminal or log pipe, and no
+        // host file a sandbox could grow through /proc/1/fd.
+        let null = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .ctx(|| "open /dev/null".into())?;
+        let stdio = high_dup(null.as_raw_fd())?;
         drop((listener, status_w, config, go_r));
         let mut plan = ChildPlan {
             steps,
@@ -365,7 +362,7 @@ impl Engine {
             go_fd: child_go.as_raw_fd(),
             nofile: launch::nofile_limit(),
             netns_fd: -1,
-            stdio: [stdin.as_raw_fd(), stdout.as_raw_fd(), stdout.as_raw_fd()],
+            stdio: [stdio.as_raw_fd(); 3],
         };
         tracing::debug!(id = %spec.id, prepared = ?prepare.elapsed(), "sandbox prepared");
         // Held until launch returns: the child joins it before then.
@@ -562,20 +559,64 @@ impl Engine {
                     self.lock().insert(id.clone(), Arc::new(live));
                     report.running.push(id);
                 }
-                None => {
-                    self.destroy(&id)?;
-                    report.cleaned.push(id);
-                }
+                None => match self.destroy(&id) {
+                    Ok(()) => report.cleaned.push(id),
+                    // One stuck leftover must not keep the rest (or the server) from starting.
+                    Err(e) => {
+                        tracing::warn!(id = %id, error = %e, "cannot clean up a dead sandbox")
+                    }
+                },
             }
         }
         for id in self.hierarchy.children(&self.cgroup_parent) {
             if !on_disk.contains(&id) && validate_id(&id).is_ok() {
-                self.destroy(&id)?;
-                report.cleaned.push(id);
+                match self.destroy(&id) {
+                    Ok(()) => report.cleaned.push(id),
+                    Err(e) => {
+                        tracing::warn!(id = %id, error = %e, "cannot clean up a leftover cgroup")
+                    }
+                }
             }
         }
         Ok(report)
     }
+}
+
+/// Paths the child creates or mounts on before `pivot_root`, while a symlink would still resolve
+/// against the host's root. A template must not have a symlink (or anything but a directory, or
+/// a file for the guest binary) at any of them: refuse it rather than follow it.
+fn check_mount_points(tpl: &crate::template::Resolved) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut paths: Vec<String> = [".hutch", ".hutch/hutch", "proc", "dev", "sys", "tmp"]
+        .map(String::from)
+        .to_vec();
+    for t in tpl.host_binds.iter().chain(&tpl.host_overlays) {
+        paths.push(t.trim_start_matches('/').to_string());
+    }
+    for rel in &paths {
+        // The topmost layer that has the path decides what the merged rootfs shows there.
+        for layer in &tpl.layers {
+            let Ok(meta) = fs::symlink_metadata(layer.join(rel)) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            let whiteout = ft.is_char_device() && {
+                use std::os::unix::fs::MetadataExt;
+                meta.rdev() == 0
+            };
+            let ok = whiteout || ft.is_dir() || (rel == ".hutch/hutch" && ft.is_file());
+            if !ok {
+                return Err(Error::Invalid {
+                    field: "template",
+                    message: format!(
+                        "template has a symlink or special file at /{rel}, where Hutch mounts"
+                    ),
+                });
+            }
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn cgroup_parent_for(data: &Path) -> String {

@@ -498,7 +498,7 @@ unsafe fn run_op(op: &Op) -> bool {
             Op::Touch { path } => {
                 let fd = libc::open(
                     path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
                     0o755,
                 );
                 fd >= 0 && libc::close(fd) == 0

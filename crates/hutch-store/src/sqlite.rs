@@ -42,6 +42,18 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // The database holds sandbox env values and key hashes: owner-only, like the rest of
+        // the data dir (SQLite gives the -wal/-shm files the database file's mode).
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            if let Err(e) =
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(Error::Database(sqlx::Error::Io(e)));
+            }
+        }
         Ok(SqliteStore { pool })
     }
 

@@ -68,6 +68,13 @@ pub fn run(args: GuestArgs) -> Result<()> {
             (Some(fd), _) => {
                 // SAFETY: the engine hands us this bound listener at this fd number.
                 let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+                // dup2 in the engine cleared close-on-exec: set it again so no process the
+                // guest starts inherits the listener.
+                nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )
+                .context("set close-on-exec on the listener")?;
                 std_l.set_nonblocking(true)?;
                 Listener::Unix(tokio::net::UnixListener::from_std(std_l)?)
             }

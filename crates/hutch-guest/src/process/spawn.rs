@@ -187,6 +187,17 @@ pub fn command(launch: &Launch, detach: Detach) -> Command {
         // SAFETY: plain syscalls on integers and on `groups`, which is owned by the closure
         // and stays alive and unmodified for the duration of the call.
         unsafe {
+            // Nothing of the guest's but stdio reaches a workload (its listener least of all),
+            // whatever flags those fds were created with.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             match detach {
                 Detach::ProcessGroup => {
                     if libc::setpgid(0, 0) != 0 {

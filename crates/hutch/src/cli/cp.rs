@@ -250,7 +250,8 @@ async fn download(client: &Client, id: &str, src: &str, dst: &Path) -> anyhow::R
     }
     file.flush().await?;
     drop(file);
-    let mode = info.mode & 0o7777;
+    // Plain rwx bits only: a sandbox must not plant setuid/setgid files on the host.
+    let mode = info.mode & 0o777;
     if mode != 0 {
         tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).await?;
     }
@@ -295,7 +296,8 @@ async fn download_dir(client: &Client, id: &str, src: &str, target: PathBuf) -> 
 /// Unpack a tar stream under `dir`, refusing entries that would escape it.
 pub fn unpack_tar<R: std::io::Read>(reader: R, dir: &Path) -> std::io::Result<u64> {
     let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
+    // Plain rwx bits only: a sandbox must not plant setuid/setgid files on the host.
+    archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     let mut n = 0;
