@@ -293,8 +293,17 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
-    /// SIGKILL every process in the group and wait until it is empty.
+    /// SIGKILL every process in the group and wait until it is empty. When the caller has just
+    /// killed the sandbox's PID 1, the kernel is already tearing down its pid namespace: give
+    /// that a short grace period before signalling anything by pid.
     pub fn kill_all(&self) -> Result<()> {
+        let grace = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < grace {
+            if self.procs().is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         let v2_kill = self.v2
             && self

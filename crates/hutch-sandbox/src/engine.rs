@@ -172,7 +172,10 @@ impl Engine {
             templates,
             live: Mutex::new(HashMap::new()),
             network: Mutex::new(None),
-            netns_pool: NetnsPool::start(NETNS_POOL_SIZE),
+            netns_pool: match netns_pool_size() {
+                0 => None,
+                n => NetnsPool::start(n),
+            },
         })
     }
 
@@ -617,6 +620,14 @@ fn check_mount_points(tpl: &crate::template::Resolved) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `HUTCH_NETNS_POOL` (number of ready network namespaces, 0 = none) or the default.
+fn netns_pool_size() -> usize {
+    std::env::var("HUTCH_NETNS_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(NETNS_POOL_SIZE)
 }
 
 fn cgroup_parent_for(data: &Path) -> String {

@@ -149,10 +149,8 @@ async fn proxy_inner(state: AppState, caller: Caller, mut req: Request) -> AppRe
         .body(guest_body)
         .map_err(|_| AppError::bad_request("request cannot be forwarded"))?;
 
-    let engine_id = id.clone();
-    let guest = state
-        .blocking(move |engine| engine.guest(&engine_id))
-        .await?;
+    // A map lookup: no need for a blocking-pool hop on the hot path.
+    let guest = state.engine().guest(&id).map_err(AppError::from)?;
     let mut resp = guest.send(guest_req).await.map_err(AppError::from)?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -218,14 +216,12 @@ async fn proxy_inner(state: AppState, caller: Caller, mut req: Request) -> AppRe
             Body::from(bytes)
         }
         Kind::Exec => {
-            events::emit(
-                &state,
-                &sb.team_id,
-                &id,
-                events::SANDBOX_EXEC,
-                json!({ "tag": tag, "status": status.as_u16() }),
-            )
-            .await;
+            // Recorded off the response path: the client waits for the output, not the store.
+            let (state, team, sandbox) = (state.clone(), sb.team_id.clone(), id.clone());
+            let data = json!({ "tag": tag, "status": status.as_u16() });
+            tokio::spawn(async move {
+                events::emit(&state, &team, &sandbox, events::SANDBOX_EXEC, data).await;
+            });
             Body::new(incoming)
         }
         _ => Body::new(incoming),
