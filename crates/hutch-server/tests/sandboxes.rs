@@ -689,7 +689,14 @@ async fn restart_keeps_sandbox_process_and_output() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the process's first output (the guest buffers it), not a fixed time.
+    eventually("first output", Duration::from_secs(10), || async {
+        let (_, info) = s
+            .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
+            .await;
+        (info["output_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
 
     // Stop the server (its engine forgets everything in memory), then start a new one.
     let dir = s.stop().await;
@@ -856,7 +863,14 @@ async fn kill_9_of_the_server_keeps_sandbox_process_and_output() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the process's first output (the guest buffers it), not a fixed time.
+    eventually("first output", Duration::from_secs(10), || async {
+        let (_, info) = s
+            .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
+            .await;
+        (info["output_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
