@@ -17,6 +17,9 @@ use hutch_api::{ApiError, ErrorBody, ErrorCode, GUEST_TOKEN_HEADER};
 
 use crate::error::{Error, Result};
 
+/// Bound on connecting to a guest and the HTTP handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Request body type the client sends (streamable).
 pub type GuestBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -54,12 +57,21 @@ impl GuestClient {
         req.headers_mut().remove(http::header::AUTHORIZATION);
         req.headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("guest"));
-        let stream = tokio::net::UnixStream::connect(&*self.socket)
+        // Connecting is bounded (a guest whose accept backlog is full must not pin a request
+        // forever); responses are not, since exec and waits legitimately take long.
+        let connect = async {
+            let stream = tokio::net::UnixStream::connect(&*self.socket)
+                .await
+                .map_err(|e| Error::Guest(format!("connect: {e}")))?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| Error::Guest(format!("handshake: {e}")))
+        };
+        let (mut sender, conn) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|e| Error::Guest(format!("connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::Guest(format!("handshake: {e}")))?;
+            .map_err(|_| {
+                Error::Guest("the guest did not accept the connection in time".into())
+            })??;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
