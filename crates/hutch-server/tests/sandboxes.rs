@@ -673,6 +673,38 @@ async fn reaper_kills_pauses_and_keepalive_extends() {
     let _ = s.stop().await;
 }
 
+/// Wait for a process's first output (the guest buffers it), not a fixed time.
+async fn wait_for_output(s: &TestServer, k: &str, id: &str, pid: &str) {
+    eventually("first output", Duration::from_secs(10), || async {
+        let (_, info) = s
+            .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), k)
+            .await;
+        (info["output_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+}
+
+/// After a server restart: the sandbox and its process still run; returns the process output.
+async fn surviving_output(s: &TestServer, k: &str, id: &str, pid: &str) -> String {
+    assert_eq!(state_of(s, k, id).await, "running");
+    let (st, info) = s
+        .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), k)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{info}");
+    assert_eq!(info["state"], "running");
+    let resp = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/processes/{pid}/output"),
+            Some(k),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.text().await.unwrap()
+}
+
 async fn restart_keeps_sandbox_process_and_output() {
     let s = server().await;
     let k = s.admin.clone();
@@ -689,35 +721,12 @@ async fn restart_keeps_sandbox_process_and_output() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    // Wait for the process's first output (the guest buffers it), not a fixed time.
-    eventually("first output", Duration::from_secs(10), || async {
-        let (_, info) = s
-            .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
-            .await;
-        (info["output_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
-    })
-    .await;
+    wait_for_output(&s, &k, &id, &pid).await;
 
     // Stop the server (its engine forgets everything in memory), then start a new one.
     let dir = s.stop().await;
     let s = TestServer::start_in(dir, guest_exe()).await;
-    assert_eq!(state_of(&s, &k, &id).await, "running");
-    let (st, info) = s
-        .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
-        .await;
-    assert_eq!(st, StatusCode::OK, "{info}");
-    assert_eq!(info["state"], "running");
-    let resp = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/processes/{pid}/output"),
-            Some(&k),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let out = resp.text().await.unwrap();
+    let out = surviving_output(&s, &k, &id, &pid).await;
     assert!(out.contains("before-restart"), "{out}");
     s.delete(&format!("/v1/sandboxes/{id}"), &k).await;
     let _ = s.stop().await;
@@ -863,34 +872,12 @@ async fn kill_9_of_the_server_keeps_sandbox_process_and_output() {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
     let pid = p["id"].as_str().unwrap().to_owned();
-    // Wait for the process's first output (the guest buffers it), not a fixed time.
-    eventually("first output", Duration::from_secs(10), || async {
-        let (_, info) = s
-            .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
-            .await;
-        (info["output_bytes"].as_u64().unwrap_or(0) > 0).then_some(())
-    })
-    .await;
+    wait_for_output(&s, &k, &id, &pid).await;
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let (mut child, s) = child_server(s.dir).await;
-    assert_eq!(state_of(&s, &k, &id).await, "running");
-    let (st, info) = s
-        .get(&format!("/v1/sandboxes/{id}/processes/{pid}"), &k)
-        .await;
-    assert_eq!(st, StatusCode::OK, "{info}");
-    assert_eq!(info["state"], "running");
-    let resp = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/processes/{pid}/output"),
-            Some(&k),
-        )
-        .send()
-        .await
-        .unwrap();
-    let out = resp.text().await.unwrap();
+    let out = surviving_output(&s, &k, &id, &pid).await;
     assert!(out.contains("before-kill"), "{out}");
     let (_, run) = exec(&s, &k, &id, "echo after-restart").await;
     assert_eq!(run["stdout"], "after-restart\n");
