@@ -39,6 +39,8 @@ struct Api {
     http: reqwest::Client,
     base: String,
     key: String,
+    /// The server's own engine, to time the same work without HTTP (the peer in this run).
+    engine: std::sync::Arc<hutch_sandbox::Engine>,
 }
 
 impl Api {
@@ -114,6 +116,7 @@ async fn bench(a: &ApiBenchArgs) -> Result<()> {
             .admin_key
             .clone()
             .context("fresh data dir has an admin key")?,
+        engine: server.state.engine().clone(),
     };
     println!(
         "hutch bench api: in-process server on {} ({} cores)",
@@ -170,8 +173,26 @@ async fn measure(api: &Api, a: &ApiBenchArgs) -> Result<()> {
         api.exec_echo(&id).await?;
         exec.push(t.elapsed());
     }
+    // The same exec straight to the guest over its socket: what HTTP, auth and the proxy add.
+    let guest = api.engine.guest(&id)?;
+    let echo = hutch_api::process::StartProcess {
+        cmd: Some(vec!["echo".into(), "hi".into()]),
+        ..Default::default()
+    };
+    let mut direct = Samples::new("exec round trip (echo hi, guest socket)");
+    for _ in 0..a.execs {
+        let t = Instant::now();
+        let out = guest.exec(&echo).await?;
+        ensure!(out.stdout == "hi\n", "unexpected output {:?}", out.stdout);
+        direct.push(t.elapsed());
+    }
     api.delete(&id).await?;
     println!("{}", exec.line());
+    println!("{}", direct.line());
+    println!(
+        "    ratio /v1 / guest socket p50: {:.2}x",
+        exec.pct_ms(50.0) / direct.pct_ms(50.0)
+    );
 
     let t = Instant::now();
     let mut ids = Vec::new();
