@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub reaper_interval_ms: u64,
     /// How often the reconciler compares the store with the runtime, in milliseconds (default 5000).
     pub reconcile_interval_ms: u64,
+    /// Most sandboxes a team may have starting, running or paused at once (default 100).
+    pub max_sandboxes_per_team: u64,
     /// The TOML file the configuration was read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -42,6 +44,7 @@ impl Default for ServerConfig {
             guest_exe: None,
             reaper_interval_ms: 1000,
             reconcile_interval_ms: 5000,
+            max_sandboxes_per_team: 100,
             config_file: None,
         }
     }
@@ -68,6 +71,8 @@ pub struct ConfigOverrides {
     pub reaper_interval_ms: Option<u64>,
     /// Reconciler period in milliseconds.
     pub reconcile_interval_ms: Option<u64>,
+    /// `--max-sandboxes-per-team`.
+    pub max_sandboxes_per_team: Option<u64>,
 }
 
 impl ConfigOverrides {
@@ -81,6 +86,7 @@ impl ConfigOverrides {
             guest_exe,
             reaper_interval_ms,
             reconcile_interval_ms,
+            max_sandboxes_per_team,
         } = self;
         if let Some(v) = listen {
             cfg.listen = v;
@@ -106,6 +112,9 @@ impl ConfigOverrides {
         if let Some(v) = reconcile_interval_ms {
             cfg.reconcile_interval_ms = v;
         }
+        if let Some(v) = max_sandboxes_per_team {
+            cfg.max_sandboxes_per_team = v;
+        }
     }
 }
 
@@ -118,6 +127,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HUTCH_LOG_JSON", "log_json"),
     ("HUTCH_GUEST_EXE", "guest_exe"),
     ("HUTCH_REAPER_INTERVAL_MS", "reaper_interval_ms"),
+    ("HUTCH_MAX_SANDBOXES_PER_TEAM", "max_sandboxes_per_team"),
     ("HUTCH_RECONCILE_INTERVAL_MS", "reconcile_interval_ms"),
 ];
 
@@ -185,6 +195,9 @@ fn env_overrides(
             "HUTCH_LISTEN" => o.listen = Some(parse(&name, &value)?),
             "HUTCH_DATA_DIR" => o.data_dir = Some(PathBuf::from(value)),
             "HUTCH_MAX_TIMEOUT_S" => o.max_timeout_s = Some(parse(&name, &value)?),
+            "HUTCH_MAX_SANDBOXES_PER_TEAM" => {
+                o.max_sandboxes_per_team = Some(parse(&name, &value)?)
+            }
             "HUTCH_DEFAULT_TIMEOUT_S" => o.default_timeout_s = Some(parse(&name, &value)?),
             "HUTCH_LOG_JSON" => {
                 o.log_json = Some(matches!(value.trim(), "1" | "true" | "yes" | "on"));

@@ -45,6 +45,7 @@ fn main() {
         metrics_count_sandboxes,
         terminal_attach_over_websocket,
         kill_9_of_the_server_keeps_sandbox_process_and_output,
+        team_sandbox_limit,
     ];
     let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
     if args.iter().any(|a| a == "--list") {
@@ -885,4 +886,31 @@ async fn kill_9_of_the_server_keeps_sandbox_process_and_output() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+async fn team_sandbox_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path().to_path_buf(), guest_exe());
+    cfg.max_sandboxes_per_team = 2;
+    let s = TestServer::start_with(dir, cfg).await;
+    let k = s.admin.clone();
+    let a = create(&s, &k, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _b = create(&s, &k, json!({})).await;
+    let (st, body) = s.post("/v1/sandboxes", &k, json!({})).await;
+    assert_error(st, &body, 429, "resource_exhausted");
+    // Deleting one frees a slot.
+    s.delete(&format!("/v1/sandboxes/{a}"), &k).await;
+    let (st, body) = s.post("/v1/sandboxes", &k, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    for sb in s.get("/v1/sandboxes", &k).await.1["items"]
+        .as_array()
+        .unwrap()
+    {
+        s.delete(&format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap()), &k)
+            .await;
+    }
+    let _ = s.stop().await;
 }

@@ -468,6 +468,17 @@ impl Store for SqliteStore {
         rows.iter().map(sandbox_from_row).collect()
     }
 
+    async fn count_live_sandboxes(&self, team_id: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes WHERE deleted_at IS NULL AND team_id = ? \
+             AND state IN ('starting', 'running', 'paused')",
+        )
+        .bind(team_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64_col(n))
+    }
+
     async fn count_sandboxes_by_state(&self) -> Result<HashMap<SandboxState, u64>> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) AS n FROM sandboxes WHERE deleted_at IS NULL GROUP BY state",

@@ -38,6 +38,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_sandbox(&self, sandbox: &SandboxRecord) -> Result<i64>;
     /// One sandbox that has not been deleted.
     async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
+    /// Sandboxes of a team that are starting, running or paused (quota checks).
+    async fn count_live_sandboxes(&self, team_id: &str) -> Result<u64>;
     /// Sandboxes that have not been deleted, newest first.
     async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>>;
     /// Sets the state (and reason) if the current state is one of `from` (empty: any).

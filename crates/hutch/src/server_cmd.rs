@@ -24,6 +24,9 @@ pub struct ServerArgs {
     /// Sandbox timeout when the client gives none, in seconds [default: 300].
     #[arg(long)]
     default_timeout: Option<u64>,
+    /// Most live sandboxes (starting, running, paused) per team [default: 100].
+    #[arg(long)]
+    max_sandboxes_per_team: Option<u64>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -40,6 +43,7 @@ pub fn run(a: ServerArgs) -> Result<()> {
         default_timeout_s: a.default_timeout,
         log_json: a.log_json.then_some(true),
         guest_exe: a.guest_exe,
+        max_sandboxes_per_team: a.max_sandboxes_per_team,
         ..Default::default()
     };
     let config = ServerConfig::load(a.config.as_deref(), overrides).context("configuration")?;

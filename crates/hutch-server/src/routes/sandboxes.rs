@@ -6,8 +6,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
-use hutch_api::ErrorBody;
 use hutch_api::sandbox::{CreateSandbox, NetworkSpec, Page, Sandbox, SandboxState, SetTimeout};
+use hutch_api::{ApiError, ErrorBody, ErrorCode};
 use hutch_sandbox::SandboxSpec;
 use hutch_store::{SandboxFilter, SandboxRecord};
 use serde_json::json;
@@ -166,6 +166,7 @@ fn validate(state: &AppState, req: CreateSandbox) -> AppResult<(SandboxRecord, S
         (status = 201, description = "The sandbox is running", body = Sandbox),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 422, description = "Invalid field (details.field)", body = ErrorBody),
+        (status = 429, description = "The team is at its sandbox limit", body = ErrorBody),
         (status = 503, description = "The runtime failed", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -183,6 +184,15 @@ pub async fn create(
         ));
     }
     record.team_id = caller.team_id;
+    let limit = state.config().max_sandboxes_per_team;
+    if state.store().count_live_sandboxes(&record.team_id).await? >= limit {
+        return Err(AppError(ApiError::new(
+            ErrorCode::ResourceExhausted,
+            format!(
+                "the team already has {limit} live sandboxes (the server's max_sandboxes_per_team): delete one first"
+            ),
+        )));
+    }
     // Run the creation in its own task so a client that disconnects cannot leave it half done.
     let task = tokio::spawn(create_task(state, record, spec));
     let sandbox = task.await??;

@@ -40,9 +40,13 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, guest_exe: Option<PathBuf>) -> TestServer {
-        let running = hutch_server::spawn(config(dir.path().to_path_buf(), guest_exe))
-            .await
-            .expect("server starts");
+        let cfg = config(dir.path().to_path_buf(), guest_exe);
+        Self::start_with(dir, cfg).await
+    }
+
+    /// A server with an explicit configuration (its data dir must be `dir`).
+    pub async fn start_with(dir: tempfile::TempDir, cfg: ServerConfig) -> TestServer {
+        let running = hutch_server::spawn(cfg).await.expect("server starts");
         let admin = match &running.admin_key {
             Some(k) => k.clone(),
             None => std::fs::read_to_string(dir.path().join("admin.key"))
