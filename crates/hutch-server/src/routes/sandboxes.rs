@@ -237,14 +237,12 @@ async fn create_task(
                     "sandbox {id} was deleted while starting"
                 )));
             }
-            events::emit(
-                &state,
-                &team,
-                &id,
-                events::SANDBOX_STARTED,
-                json!({ "ms": started.elapsed().as_millis() as u64 }),
-            )
-            .await;
+            // Recorded off the response path (after `sandbox.created`, which is already in).
+            let data = json!({ "ms": started.elapsed().as_millis() as u64 });
+            let (st, t, i) = (state.clone(), team.clone(), id.clone());
+            tokio::spawn(async move {
+                events::emit(&st, &t, &i, events::SANDBOX_STARTED, data).await;
+            });
             record.state = SandboxState::Running;
             record.started_at = Some(now);
             record.expires_at = Some(expires);
