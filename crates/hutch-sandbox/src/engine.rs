@@ -254,6 +254,10 @@ impl Engine {
             Err(e) => {
                 let _ = cgroup.kill_all();
                 let _ = cgroup.remove();
+                if let Some(hook) = self.network_hook() {
+                    // Setup may have got as far as creating interfaces.
+                    let _ = hook.teardown(&spec.id);
+                }
                 let _ = fs::remove_dir_all(&dir);
                 Err(e)
             }
