@@ -796,11 +796,21 @@ fn shell_and_terminal_attach_on_a_real_pty() {
     // `run -it --rm` runs in a PTY in a fresh sandbox and removes it.
     let (status, out) = drive_pty(
         &s,
-        &["run", "-it", "--rm", "--", "sh", "-c", "tty; exit 5"],
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--",
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && exit 5; exit 1",
+        ],
         &[],
     );
-    assert_eq!(status.code(), Some(5), "output:\n{out}");
-    assert!(out.contains("/dev/"), "output:\n{out}");
+    // Exit code 5 only if the program's stdin and stdout are a terminal inside the sandbox.
+    // (Not its printed output: what a program that exits at once writes can be lost between
+    // the PTYs when it all closes within a few milliseconds.)
+    assert_eq!(status.code(), Some(5), "status {status:?}, output:\n{out}");
     let list: serde_json::Value = serde_json::from_str(&s.ok(&["ls", "--json"])).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
 }
