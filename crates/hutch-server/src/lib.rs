@@ -219,6 +219,8 @@ impl Running {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        // With no sandbox left, drop the (empty) cgroup parent too; the next start recreates it.
+        self.state.engine().release_cgroup_parent();
         self.handle.shutdown().await;
     }
 }
