@@ -71,15 +71,7 @@ pub fn write_tar<W: Write>(dir: &Path, w: W) -> std::io::Result<W> {
 /// `GET /files/archive?path=DIR`: stream a tar of the directory.
 pub async fn download(ApiQuery(q): ApiQuery<PathQuery>) -> Result<Response, GuestError> {
     let dir = abs_path(&q.path, "path")?;
-    let meta = tokio::fs::metadata(&dir)
-        .await
-        .map_err(|e| GuestError::from_fs(e, &q.path))?;
-    if !meta.is_dir() {
-        return Err(GuestError::invalid(
-            "path",
-            format!("not a directory: {}", q.path),
-        ));
-    }
+    super::require_dir(&dir, &q.path).await?;
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let writer = ChannelWriter {

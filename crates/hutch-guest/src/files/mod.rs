@@ -282,15 +282,7 @@ pub async fn list(ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<FileList>, Gu
             format!("depth must be 1..={MAX_DEPTH}"),
         ));
     }
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| GuestError::from_fs(e, &q.path))?;
-    if !meta.is_dir() {
-        return Err(GuestError::invalid(
-            "path",
-            format!("not a directory: {}", q.path),
-        ));
-    }
+    require_dir(&path, &q.path).await?;
     let p = path.clone();
     let (entries, truncated) = tokio::task::spawn_blocking(move || walk(&p, depth, LIST_LIMIT))
         .await
@@ -446,6 +438,20 @@ pub async fn remove(ApiQuery(q): ApiQuery<RemoveQuery>) -> Result<StatusCode, Gu
     };
     res.map_err(|e| GuestError::from_fs(e, &q.path))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The path must name an existing directory (404 if missing, 422 if something else).
+pub(super) async fn require_dir(path: &std::path::Path, shown: &str) -> Result<(), GuestError> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| GuestError::from_fs(e, shown))?;
+    if !meta.is_dir() {
+        return Err(GuestError::invalid(
+            "path",
+            format!("not a directory: {shown}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
