@@ -4,80 +4,23 @@
 //! sandbox's side of the test runs on a thread that joins the namespace. Traffic only flows
 //! between the host and that namespace. Needs root.
 
+mod common;
 use bytes::Bytes;
+use common::FakeSandbox;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use http_body_util::Full;
 use hutch_net::dns::DnsFilter;
 use hutch_net::gateway::{Gateway, GatewayConfig, Listener, StaticResolver};
-use hutch_net::netns::{FirewallConfig, FirewallMode, NetConfig, NetworkManager, host_ifname};
+use hutch_net::netns::{FirewallConfig, FirewallMode, NetConfig, NetworkManager};
 use hutch_net::policy::{Policy, PolicyStore};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct FakeSandbox {
-    child: Child,
-    ifname: String,
-}
-
-impl FakeSandbox {
-    fn start(id: &str) -> FakeSandbox {
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "120"])
-            .spawn()
-            .expect("unshare");
-        let me = std::fs::read_link("/proc/self/ns/net").expect("own netns");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_link(format!("/proc/{}/ns/net", child.id()))
-            .map(|ns| ns == me)
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "child never entered a new netns");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        FakeSandbox {
-            child,
-            ifname: host_ifname(id),
-        }
-    }
-
-    /// Run `f` on a thread inside the sandbox's network namespace.
-    fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns =
-            std::fs::File::open(format!("/proc/{}/ns/net", self.child.id())).expect("open netns");
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: joins a namespace on this scoped thread only.
-                assert_eq!(
-                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0,
-                    "setns"
-                );
-                f()
-            })
-            .join()
-            .expect("sandbox thread")
-        })
-    }
-}
-
-impl Drop for FakeSandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.ifname])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 fn dns(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let s = UdpSocket::bind("0.0.0.0:0").expect("udp");
@@ -127,9 +70,7 @@ fn sandbox_reaches_allowed_host_only_through_dns_and_gateway() {
     );
     let sb = FakeSandbox::start("nettest-e2e");
     let t = Instant::now();
-    let net = mgr
-        .setup_sandbox("nettest-e2e", sb.child.id() as i32)
-        .expect("setup");
+    let net = mgr.setup_sandbox("nettest-e2e", sb.pid()).expect("setup");
     println!(
         "sandbox network setup: {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3

@@ -2,74 +2,15 @@
 //! "sandbox"), gives it a network and checks links, addresses, routes and teardown. Traffic
 //! only goes between the host and namespaces these tests create. Needs root.
 
+mod common;
+use common::FakeSandbox;
 use hutch_net::netns::{
     FirewallConfig, FirewallMode, NetConfig, NetworkManager, Pool, host_ifname,
 };
 use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A process in its own network namespace; killed (and its host link removed) on drop.
-struct FakeSandbox {
-    child: Child,
-    ifname: String,
-}
-
-impl FakeSandbox {
-    fn start(id: &str) -> FakeSandbox {
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "120"])
-            .spawn()
-            .expect("unshare");
-        let me = std::fs::read_link("/proc/self/ns/net").expect("own netns");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let ns = std::fs::read_link(format!("/proc/{}/ns/net", child.id()));
-            if matches!(&ns, Ok(ns) if *ns != me) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "child never entered a new netns");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        FakeSandbox {
-            child,
-            ifname: host_ifname(id),
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Run a command inside the namespace; its stdout.
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("nsenter")
-            .arg("-t")
-            .arg(self.pid().to_string())
-            .arg("-n")
-            .args(args)
-            .output()
-            .expect("nsenter");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for FakeSandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.ifname])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 fn host_link_exists(ifname: &str) -> bool {
     Command::new("ip")
@@ -121,21 +62,7 @@ fn nft_available() -> bool {
 
 /// Connect from inside the sandbox's namespace (a thread that joins it).
 fn connect_from(sb: &FakeSandbox, addr: std::net::SocketAddr) -> bool {
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", sb.pid())).expect("open netns");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            // SAFETY: joins a namespace on this scoped thread only.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0,
-                "setns"
-            );
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
-        })
-        .join()
-        .expect("thread")
-    })
+    sb.inside(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
 }
 
 #[test]
