@@ -61,8 +61,24 @@ fn nft_available() -> bool {
 }
 
 /// Connect from inside the sandbox's namespace (a thread that joins it).
+/// Whether a TCP connection from inside the sandbox gets through within one second.
 fn connect_from(sb: &FakeSandbox, addr: std::net::SocketAddr) -> bool {
-    sb.inside(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
+    sb.inside(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+/// Whether a connection gets through, retrying for a while: a fresh veth may still be coming
+/// up (carrier, ARP) when the first SYN goes out.
+fn reachable_from(sb: &FakeSandbox, addr: std::net::SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect_from(sb, addr) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -102,7 +118,7 @@ fn firewall_limits_sandboxes_to_gateway_ports() {
     let other = TcpListener::bind((net.gateway, 0)).expect("bind other port");
     let other_addr = other.local_addr().expect("addr");
     assert!(
-        connect_from(&sb, open.local_addr().expect("addr")),
+        reachable_from(&sb, open.local_addr().expect("addr")),
         "gateway port must be reachable"
     );
     assert!(
@@ -111,7 +127,7 @@ fn firewall_limits_sandboxes_to_gateway_ports() {
     );
     // Without the filter the other port is reachable: the risk the filter closes.
     hutch_net::netns::firewall::remove(pool).expect("remove table");
-    assert!(connect_from(&sb, other_addr));
+    assert!(reachable_from(&sb, other_addr));
     mgr.teardown_sandbox("nettest-fw").expect("teardown");
 }
 
