@@ -6,8 +6,11 @@
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod network;
+pub mod ports;
 pub mod process;
 pub mod sandbox;
+pub mod secrets;
 pub mod terminal;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

@@ -48,17 +48,7 @@ pub enum OnTimeout {
     Pause,
 }
 
-/// Network settings of a sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct NetworkSpec {
-    /// `none` (only loopback). Egress modes come with the gateway.
-    #[serde(default = "default_network_mode")]
-    pub mode: String,
-}
-
-fn default_network_mode() -> String {
-    "none".into()
-}
+pub use crate::network::NetworkSpec;
 
 /// `POST /v1/sandboxes`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

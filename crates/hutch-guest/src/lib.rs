@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod health;
+pub mod ports;
 pub mod process;
 pub mod reaper;
 pub mod routes;

@@ -47,6 +47,7 @@ pub fn router(state: GuestState) -> Router {
             get(files::archive::download).put(files::archive::upload),
         )
         .route("/files/watch", get(files::watch::watch))
+        .route("/ports/{port}/connect", get(crate::ports::connect))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

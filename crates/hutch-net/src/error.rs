@@ -27,6 +27,10 @@ pub enum Error {
     /// The address pool has no free block left.
     #[error("address pool {0} is exhausted")]
     PoolExhausted(String),
+    /// A `git push` the git gate cannot check (malformed, truncated, oversize or unsupported):
+    /// refused, never forwarded unchecked.
+    #[error("git push cannot be checked: {0}")]
+    GitPush(String),
 }
 
 /// Result with the crate's [`Error`].

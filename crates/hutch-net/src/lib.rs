@@ -5,6 +5,7 @@ pub mod dlp;
 pub mod dns;
 pub mod error;
 pub mod gateway;
+pub mod gitgate;
 pub mod netns;
 pub mod policy;
 

@@ -196,6 +196,22 @@ impl Policy {
 
     /// Check a request against the rules.
     pub fn check(&self, req: &Request<'_>) -> Decision {
+        self.decide(req, false)
+    }
+
+    /// Check a connection whose requests will each be checked later (intercepted TLS):
+    /// destination and port only; method and path restrictions wait for the requests.
+    pub fn check_connection(&self, host: &Host, port: u16) -> Decision {
+        let req = Request {
+            host,
+            port,
+            method: None,
+            path: None,
+        };
+        self.decide(&req, true)
+    }
+
+    fn decide(&self, req: &Request<'_>, destination_only: bool) -> Decision {
         let mut near_miss: Option<String> = None;
         for (i, r) in self.rules.iter().enumerate() {
             if !r.matches_host(req.host) {
@@ -205,6 +221,9 @@ impl Policy {
             if !r.port_ok(req.port) {
                 near_miss.get_or_insert(format!("port {} not allowed by rule {name}", req.port));
                 continue;
+            }
+            if destination_only {
+                return Decision::Allow { rule: name };
             }
             if !r.methods.is_empty() {
                 match req.method {
@@ -359,6 +378,11 @@ impl PolicyStore {
             .unwrap_or_else(|p| p.into_inner())
             .get(sandbox)
             .cloned()
+    }
+
+    /// The sandbox behind `peer`, if any.
+    pub fn sandbox_for(&self, peer: IpAddr) -> Option<String> {
+        self.lookup.sandbox_for(peer)
     }
 
     /// The sandbox behind `peer` and its policy (an empty policy if none was set).

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,6 +50,23 @@ pub struct SandboxSpec {
     pub pids: Option<u64>,
     /// Environment for every process the guest starts.
     pub env: BTreeMap<String, String>,
+    /// Give the sandbox a network (the installed [`NetworkHook`] sets it up). Without it the
+    /// sandbox has only `lo`.
+    pub network: bool,
+    /// Files written into the sandbox's writable layer before it starts (e.g. `/etc/resolv.conf`,
+    /// a CA bundle). They shadow the template's files at the same paths.
+    pub files: Vec<SeedFile>,
+}
+
+/// A file placed in a sandbox's root filesystem at create time.
+#[derive(Debug, Clone)]
+pub struct SeedFile {
+    /// Absolute path inside the sandbox, without `..` components.
+    pub path: PathBuf,
+    /// Contents.
+    pub contents: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
 }
 
 /// Runtime state of a sandbox.
@@ -276,6 +293,7 @@ impl Engine {
         for d in [&upper, &work, &rootfs] {
             fs::create_dir(d).ctx(|| format!("create {}", d.display()))?;
         }
+        seed_files(&upper, &spec.files)?;
         let mut host_overlays = Vec::new();
         for (i, target) in tpl.host_overlays.iter().enumerate() {
             let (u, w) = (
@@ -388,8 +406,15 @@ impl Engine {
             |pid| {
                 cgroup.create(&limits)?;
                 cgroup.add(pid)?;
-                let Some(hook) = self.network_hook() else {
+                if !spec.network {
                     return Ok(());
+                }
+                // Asked for a network but nothing can provide one: fail closed.
+                let Some(hook) = self.network_hook() else {
+                    return Err(Error::Invalid {
+                        field: "network",
+                        message: "this engine has no network support".into(),
+                    });
                 };
                 match &netns {
                     Some(fd) => hook.setup(&spec.id, pid, fd.as_fd()),
@@ -685,8 +710,44 @@ fn state_of(live: &Live) -> RuntimeState {
     }
 }
 
+/// Write `files` into a fresh (empty, ours) upper directory: no symlinks can be in the way.
+fn seed_files(upper: &Path, files: &[SeedFile]) -> Result<()> {
+    for f in files {
+        let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
+        let dest = upper.join(rel);
+        if let Some(parent) = dest.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .ctx(|| format!("create {}", parent.display()))?;
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(f.mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&dest)
+            .ctx(|| format!("create {}", dest.display()))?;
+        out.write_all(&f.contents)
+            .ctx(|| format!("write {}", dest.display()))?;
+    }
+    Ok(())
+}
+
 fn validate(spec: &SandboxSpec) -> Result<()> {
     validate_id(&spec.id)?;
+    for f in &spec.files {
+        let ok = f.path.is_absolute()
+            && f.path.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)))
+            && f.path.components().count() > 1;
+        if !ok {
+            return Err(Error::Invalid {
+                field: "files",
+                message: format!("{} is not a clean absolute path", f.path.display()),
+            });
+        }
+    }
     if let Some(c) = spec.cpus
         && !(c.is_finite() && c > 0.0)
     {

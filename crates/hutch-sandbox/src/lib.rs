@@ -21,6 +21,7 @@ mod template;
 
 pub use engine::{
     Engine, EngineConfig, NetworkHook, RecoverReport, RuntimeState, SandboxInfo, SandboxSpec,
+    SeedFile,
     SandboxStats,
 };
 pub use error::{Error, Result};

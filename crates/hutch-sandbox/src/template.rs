@@ -92,6 +92,33 @@ impl TemplateStore {
         })
     }
 
+    /// A regular file of template `name` at `rel` (e.g. `etc/ssl/certs/ca-certificates.crt`),
+    /// from its topmost layer that has one. Symlinks are not followed (they would resolve against
+    /// the host): a symlink there reads as absent.
+    pub fn read_file(&self, name: &str, rel: &str) -> Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let resolved = self.resolve(name)?;
+        for layer in &resolved.layers {
+            let path = layer.join(rel);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() => {
+                    let mut f = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&path)
+                        .ctx(|| format!("open {}", path.display()))?;
+                    let mut buf = Vec::new();
+                    f.read_to_end(&mut buf)
+                        .ctx(|| format!("read {}", path.display()))?;
+                    return Ok(Some(buf));
+                }
+                Ok(_) => return Ok(None),
+                Err(_) => continue,
+            }
+        }
+        Ok(None)
+    }
+
     /// All templates.
     pub fn list(&self) -> Result<Vec<TemplateInfo>> {
         let mut out = Vec::new();

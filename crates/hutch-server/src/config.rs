@@ -29,6 +29,14 @@ pub struct ServerConfig {
     pub reconcile_interval_ms: u64,
     /// Most sandboxes a team may have starting, running or paused at once (default 100).
     pub max_sandboxes_per_team: u64,
+    /// Sandbox networking and the egress gateway.
+    pub network: crate::network::NetworkConfig,
+    /// Domain of preview URLs: `{port}-{sandbox id}.{preview_domain}` on the API listener is
+    /// routed to that port in the sandbox (default `preview.localhost`).
+    pub preview_domain: String,
+    /// The secrets key from `HUTCH_SECRETS_KEY` (never from the TOML file); `None` uses
+    /// `<data_dir>/secrets.key`. Its `Debug` output is redacted.
+    pub secrets_key: Option<crate::secrets::SecretsKey>,
     /// The TOML file the configuration was read from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -45,6 +53,9 @@ impl Default for ServerConfig {
             reaper_interval_ms: 1000,
             reconcile_interval_ms: 5000,
             max_sandboxes_per_team: 100,
+            network: crate::network::NetworkConfig::default(),
+            preview_domain: crate::previews::DEFAULT_DOMAIN.to_owned(),
+            secrets_key: None,
             config_file: None,
         }
     }
@@ -73,6 +84,16 @@ pub struct ConfigOverrides {
     pub reconcile_interval_ms: Option<u64>,
     /// `--max-sandboxes-per-team`.
     pub max_sandboxes_per_team: Option<u64>,
+    /// Domain of preview URLs.
+    pub preview_domain: Option<String>,
+    /// The `[network]` table (replaces the defaults as a whole).
+    pub network: Option<crate::network::NetworkConfig>,
+    /// `HUTCH_NETWORK_POOL`: the sandbox address pool alone.
+    #[serde(skip)]
+    pub network_pool: Option<String>,
+    /// `HUTCH_SECRETS_KEY` (not accepted in the TOML file: keep keys out of config files).
+    #[serde(skip)]
+    pub secrets_key: Option<crate::secrets::SecretsKey>,
 }
 
 impl ConfigOverrides {
@@ -87,7 +108,20 @@ impl ConfigOverrides {
             reaper_interval_ms,
             reconcile_interval_ms,
             max_sandboxes_per_team,
+            network,
+            network_pool,
+            preview_domain,
+            secrets_key,
         } = self;
+        if let Some(v) = secrets_key {
+            cfg.secrets_key = Some(v);
+        }
+        if let Some(v) = network {
+            cfg.network = v;
+        }
+        if let Some(v) = network_pool {
+            cfg.network.pool = v;
+        }
         if let Some(v) = listen {
             cfg.listen = v;
         }
@@ -115,6 +149,9 @@ impl ConfigOverrides {
         if let Some(v) = max_sandboxes_per_team {
             cfg.max_sandboxes_per_team = v;
         }
+        if let Some(v) = preview_domain {
+            cfg.preview_domain = crate::previews::normalize_domain(&v);
+        }
     }
 }
 
@@ -129,6 +166,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HUTCH_REAPER_INTERVAL_MS", "reaper_interval_ms"),
     ("HUTCH_MAX_SANDBOXES_PER_TEAM", "max_sandboxes_per_team"),
     ("HUTCH_RECONCILE_INTERVAL_MS", "reconcile_interval_ms"),
+    ("HUTCH_PREVIEW_DOMAIN", "preview_domain"),
+    ("HUTCH_NETWORK_POOL", "network.pool"),
+    ("HUTCH_SECRETS_KEY", "secrets_key"),
 ];
 
 impl ServerConfig {
@@ -177,6 +217,9 @@ impl ServerConfig {
         if self.reaper_interval_ms == 0 || self.reconcile_interval_ms == 0 {
             return bad("background intervals must be at least 1 ms");
         }
+        if !crate::previews::is_valid_domain(&self.preview_domain) {
+            return bad("preview_domain must be a host name such as preview.example.com");
+        }
         Ok(())
     }
 }
@@ -205,6 +248,11 @@ fn env_overrides(
             "HUTCH_GUEST_EXE" => o.guest_exe = Some(PathBuf::from(value)),
             "HUTCH_REAPER_INTERVAL_MS" => o.reaper_interval_ms = Some(parse(&name, &value)?),
             "HUTCH_RECONCILE_INTERVAL_MS" => o.reconcile_interval_ms = Some(parse(&name, &value)?),
+            "HUTCH_PREVIEW_DOMAIN" => o.preview_domain = Some(value),
+            "HUTCH_NETWORK_POOL" => o.network_pool = Some(value.trim().to_owned()),
+            "HUTCH_SECRETS_KEY" => {
+                o.secrets_key = Some(crate::secrets::SecretsKey::parse(&value)?);
+            }
             _ => {}
         }
     }

@@ -21,6 +21,10 @@ pub enum Error {
     /// The sandbox engine failed.
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    /// Encrypting or decrypting with the secrets key failed (wrong key, corrupt or moved data).
+    /// The message never holds key material or plaintext.
+    #[error("secrets: {0}")]
+    Crypto(String),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {

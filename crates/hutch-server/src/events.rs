@@ -41,7 +41,34 @@ pub const ALL: &[&str] = &[
     SANDBOX_EXITED,
     PROCESS_STARTED,
     SANDBOX_EXEC,
+    PREVIEW_ACCESS,
+    SECRET_CREATED,
+    SECRET_UPDATED,
+    SECRET_DELETED,
+    NETWORK_UPDATED,
+    APPROVAL_REQUESTED,
+    APPROVAL_APPROVED,
+    APPROVAL_DENIED,
 ];
+
+/// A sandbox's network policy changed (`data.allow` count, `data.mode`).
+pub const NETWORK_UPDATED: &str = "sandbox.network_updated";
+/// A sandbox asked for more network access (`data.approval_id`, `data.host`).
+pub const APPROVAL_REQUESTED: &str = "approval.requested";
+/// An operator granted an access request (`data.approval_id`, `data.granted`).
+pub const APPROVAL_APPROVED: &str = "approval.approved";
+/// An operator refused an access request (`data.approval_id`).
+pub const APPROVAL_DENIED: &str = "approval.denied";
+
+/// A team secret was created (`data.name`; never the value).
+pub const SECRET_CREATED: &str = "secret.created";
+/// A team secret's value was rotated (`data.name`).
+pub const SECRET_UPDATED: &str = "secret.updated";
+/// A team secret was deleted (`data.name`).
+pub const SECRET_DELETED: &str = "secret.deleted";
+
+/// A sandbox's previews became public or token-protected (`data.public`).
+pub const PREVIEW_ACCESS: &str = "preview.access";
 
 /// Records an event about a sandbox. Failures are logged, never returned: an event must not
 /// fail the operation it describes.

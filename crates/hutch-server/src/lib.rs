@@ -12,12 +12,16 @@ pub mod events;
 pub mod extract;
 pub mod ids;
 pub mod metrics;
+pub mod network;
 pub mod openapi;
+pub mod previews;
 pub mod proxy;
 pub mod reaper;
 pub mod reconcile;
 pub mod routes;
+pub mod secrets;
 pub mod state;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +74,7 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("hutch.db")).await?);
     let hasher = auth::KeyHasher::load_or_create(&data_dir)?;
+    let secrets = secrets::Secrets::open(&config, Arc::clone(&store)).await?;
     let engine_cfg = EngineConfig {
         data_dir: data_dir.clone(),
         guest_exe: config.guest_exe.clone(),
@@ -84,12 +89,21 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
         message: format!("engine start-up panicked: {e}"),
     })??;
 
+    let network = network::Network::new(
+        &config.network,
+        &data_dir,
+        tokio::runtime::Handle::current(),
+        store.clone(),
+    )?;
+    engine.set_network_hook(Arc::new(network::Hook(network.clone())));
     let state = AppState::new(
         config.clone(),
         store,
         Arc::new(engine),
         hasher,
         metrics::Metrics::new(),
+        network,
+        secrets,
     );
     let admin_key = bootstrap(&state).await?;
 
@@ -100,6 +114,9 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
             "reconciled"
         ),
         Err(e) => tracing::warn!(error = ?e.0, "start-up reconciliation failed"),
+    }
+    if let Err(e) = network::restore(&state).await {
+        tracing::warn!(error = ?e.0, "restoring sandbox networks failed");
     }
 
     let stop = CancellationToken::new();
@@ -139,6 +156,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        // Outermost: preview hosts never reach the API routes.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            previews::route_by_host,
         ))
         .with_state(state)
 }

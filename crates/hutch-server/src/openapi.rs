@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{events, guest, keys, ops, sandboxes, teams, templates};
+use crate::routes::{
+    events, guest, keys, network, ops, ports, sandboxes, secrets, teams, templates,
+};
 
 /// Adds the two ways of presenting an API key.
 struct Security;
@@ -50,15 +52,24 @@ impl Modify for Security {
         guest::read_file, guest::write_file, guest::delete_file, guest::list_files, guest::stat_file,
         guest::make_dir, guest::move_file, guest::download_archive, guest::upload_archive,
         guest::watch_files,
+        ports::get_access, ports::set_access, ports::preview, ports::connect,
         templates::list, templates::import, templates::delete,
         events::list,
+        network::get_network, network::set_network, network::list_egress,
+        network::list_approvals, network::get_approval, network::approve, network::deny,
         keys::create, keys::list, keys::revoke,
         teams::create, teams::list,
+        secrets::create, secrets::list, secrets::get, secrets::update, secrets::delete,
     ),
     components(schemas(
         hutch_api::ErrorBody, hutch_api::ApiError, hutch_api::ErrorCode,
         hutch_api::sandbox::SandboxState, hutch_api::sandbox::OnTimeout,
         hutch_api::sandbox::NetworkSpec,
+        hutch_api::network::AllowRule, hutch_api::network::AllowRuleSpec,
+        hutch_api::network::CredentialRule, hutch_api::network::NetworkInfo,
+        hutch_api::network::EgressEntry, hutch_api::network::Approval,
+        hutch_api::network::ApprovalState, hutch_api::network::ApproveRequest,
+        hutch_api::network::DenyRequest, hutch_api::network::AccessRequest,
         hutch_api::terminal::AttachControl,
     )),
     tags(
@@ -66,8 +77,10 @@ impl Modify for Security {
         (name = "sandbox: processes", description = "Processes inside a sandbox (served by its guest)"),
         (name = "sandbox: terminals", description = "PTY sessions inside a sandbox"),
         (name = "sandbox: files", description = "Files inside a sandbox"),
+        (name = "sandbox: ports", description = "Preview URLs and port forwarding"),
         (name = "templates", description = "Root filesystem templates"),
         (name = "events", description = "Lifecycle and audit events"),
+        (name = "secrets", description = "Team secrets: write-only values, encrypted at rest"),
         (name = "admin", description = "API keys and teams (admin keys only)"),
         (name = "ops", description = "Health, readiness, metrics, documentation"),
     )

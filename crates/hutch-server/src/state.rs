@@ -23,6 +23,8 @@ struct Inner {
     engine: Arc<Engine>,
     hasher: KeyHasher,
     metrics: Metrics,
+    network: Arc<crate::network::Network>,
+    secrets: crate::secrets::Secrets,
     /// Last OOM-kill count seen per sandbox (for `sandbox.oom` events).
     oom_seen: Mutex<HashMap<String, u64>>,
 }
@@ -35,6 +37,8 @@ impl AppState {
         engine: Arc<Engine>,
         hasher: KeyHasher,
         metrics: Metrics,
+        network: Arc<crate::network::Network>,
+        secrets: crate::secrets::Secrets,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -43,6 +47,8 @@ impl AppState {
                 engine,
                 hasher,
                 metrics,
+                network,
+                secrets,
                 oom_seen: Mutex::new(HashMap::new()),
             }),
         }
@@ -66,6 +72,16 @@ impl AppState {
     /// The API key hasher.
     pub fn hasher(&self) -> &KeyHasher {
         &self.inner.hasher
+    }
+
+    /// The secrets vault: server-side access to team secret values.
+    pub fn secrets(&self) -> &crate::secrets::Secrets {
+        &self.inner.secrets
+    }
+
+    /// Sandbox networking.
+    pub fn network(&self) -> &Arc<crate::network::Network> {
+        &self.inner.network
     }
 
     /// The Prometheus metrics.

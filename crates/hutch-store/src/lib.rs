@@ -10,10 +10,15 @@
 
 mod error;
 mod model;
+mod network_store;
+mod preview_store;
 mod sqlite;
 mod store;
 
 pub use error::{Error, Result};
+pub use model::StoredSecret;
 pub use model::{EventFilter, NewEvent, SandboxFilter, SandboxRecord, StoredKey};
+pub use network_store::{ApprovalFilter, Decision, NetworkStore};
+pub use preview_store::PreviewStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;

@@ -119,3 +119,36 @@ pub struct EventFilter {
     /// Max rows (`None`: no limit).
     pub limit: Option<u32>,
 }
+
+/// A stored secret: metadata plus the encrypted value. The store never sees the value in clear
+/// (`hutch-server` encrypts and decrypts it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Owning team.
+    pub team_id: String,
+    /// Name, unique within the team.
+    pub name: String,
+    /// Free-text description (never the value).
+    pub description: Option<String>,
+    /// AEAD nonce of the current value.
+    pub nonce: Vec<u8>,
+    /// The encrypted value (authentication tag included).
+    pub ciphertext: Vec<u8>,
+    /// When the secret was created.
+    pub created_at: DateTime<Utc>,
+    /// When the value or description last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    // Ciphertexts are not secret, but dumping them into logs helps nobody.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("team_id", &self.team_id)
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}

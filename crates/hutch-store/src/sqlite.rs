@@ -13,6 +13,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+mod network;
+mod preview;
+
 use crate::{Error, EventFilter, NewEvent, Result, SandboxFilter, SandboxRecord, Store, StoredKey};
 
 /// Columns of a sandbox row, in the order [`sandbox_from_row`] reads them.
@@ -550,4 +553,95 @@ impl Store for SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(event_from_row).collect()
     }
+
+    // Secrets.
+    async fn insert_secret(&self, s: &crate::StoredSecret) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO secrets (team_id, name, description, nonce, ciphertext, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.team_id)
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(ms(s.created_at))
+        .bind(ms(s.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "secret"))?;
+        Ok(())
+    }
+
+    async fn update_secret(&self, s: &crate::StoredSecret) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE secrets SET description = ?, nonce = ?, ciphertext = ?, updated_at = ? \
+             WHERE team_id = ? AND name = ?",
+        )
+        .bind(&s.description)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(ms(s.updated_at))
+        .bind(&s.team_id)
+        .bind(&s.name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_secret(&self, team_id: &str, name: &str) -> Result<Option<crate::StoredSecret>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE team_id = ? AND name = ?"
+        ))
+        .bind(team_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(secret_from_row).transpose()
+    }
+
+    async fn list_secrets(&self, team_id: Option<&str>) -> Result<Vec<crate::StoredSecret>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE (?1 IS NULL OR team_id = ?1) \
+             ORDER BY team_id, name"
+        ))
+        .bind(team_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(secret_from_row).collect()
+    }
+
+    async fn delete_secret(&self, team_id: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM secrets WHERE team_id = ? AND name = ?")
+            .bind(team_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_secrets(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64_col(n))
+    }
+}
+
+const SECRET_COLUMNS: &str =
+    "team_id, name, description, nonce, ciphertext, created_at, updated_at";
+
+fn secret_from_row(row: &SqliteRow) -> Result<crate::StoredSecret> {
+    let team_id: String = row.try_get("team_id")?;
+    let name: String = row.try_get("name")?;
+    let id = format!("{team_id}/{name}");
+    Ok(crate::StoredSecret {
+        description: row.try_get("description")?,
+        nonce: row.try_get("nonce")?,
+        ciphertext: row.try_get("ciphertext")?,
+        created_at: time(row.try_get("created_at")?, "created_at", &id)?,
+        updated_at: time(row.try_get("updated_at")?, "updated_at", &id)?,
+        team_id,
+        name,
+    })
 }

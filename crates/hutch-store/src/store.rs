@@ -10,7 +10,7 @@ use crate::{EventFilter, NewEvent, Result, SandboxFilter, SandboxRecord, StoredK
 
 /// Persistence for teams, API keys, sandboxes and events. Object-safe: use `Arc<dyn Store>`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::NetworkStore + crate::PreviewStore + Send + Sync + 'static {
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
@@ -87,4 +87,19 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_event(&self, event: &NewEvent) -> Result<i64>;
     /// Events, newest first.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+
+    // Secrets (values are encrypted by the caller; see `StoredSecret`).
+    /// Inserts a secret ([`crate::Error::Conflict`] when the team already has one of that name).
+    async fn insert_secret(&self, secret: &crate::StoredSecret) -> Result<()>;
+    /// Replaces the value, nonce, description and `updated_at` of an existing secret (matched by
+    /// team and name). False when it does not exist.
+    async fn update_secret(&self, secret: &crate::StoredSecret) -> Result<bool>;
+    /// One secret of a team.
+    async fn get_secret(&self, team_id: &str, name: &str) -> Result<Option<crate::StoredSecret>>;
+    /// Secrets ordered by team and name, of one team or (`None`) of every team.
+    async fn list_secrets(&self, team_id: Option<&str>) -> Result<Vec<crate::StoredSecret>>;
+    /// Deletes a secret. False when it does not exist.
+    async fn delete_secret(&self, team_id: &str, name: &str) -> Result<bool>;
+    /// Number of secrets of every team.
+    async fn count_secrets(&self) -> Result<u64>;
 }

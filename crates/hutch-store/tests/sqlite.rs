@@ -42,9 +42,7 @@ fn sandbox(id: &str, team: &str, meta: &[(&str, &str)]) -> SandboxRecord {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        network: NetworkSpec {
-            mode: "none".into(),
-        },
+        network: NetworkSpec::default(),
         created_at: Utc::now(),
         started_at: None,
         expires_at: None,

@@ -2,12 +2,13 @@
 //! CONNECT). Every request on a connection is checked against the policy of the moment, so a
 //! keep-alive connection cannot carry a later request past a policy change or to another host.
 
-use super::{Allowed, BLOCK_HEADER, Blocked, Gateway, sni, splice};
-use crate::dlp::{Action, Finding};
+use super::egress::Pending;
+use super::upstream::{self, Pool, Target, strip_hop_by_hop};
+use super::{Allowed, BLOCK_HEADER, Blocked, EgressKind, Gateway, internal, is_internal, scan, sni, splice};
 use crate::policy::Host;
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -16,35 +17,41 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// Bodies the gateway sends and forwards.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// How a client connection reached the gateway.
+#[derive(Debug, Clone)]
+pub(crate) enum Via {
+    /// The transparent plain-HTTP listener standing for destination `port`.
+    Http {
+        /// The destination port.
+        port: u16,
+    },
+    /// The proxy port.
+    Proxy,
+}
 
-/// Serve one client connection. `transparent_port` is `Some(port)` on a transparent listener,
-/// `None` on the proxy port.
-pub(crate) async fn serve_conn(
-    gw: Arc<Gateway>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    transparent_port: Option<u16>,
-) {
+impl Via {
+    fn kind(&self) -> EgressKind {
+        EgressKind::Http
+    }
+}
+
+/// Serve one client connection.
+pub(crate) async fn serve_conn<S>(gw: Arc<Gateway>, stream: S, peer: SocketAddr, via: Via)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeout = gw.client_timeout();
+    let pool = Arc::new(Pool::default());
     let svc = service_fn(move |req| {
         let gw = gw.clone();
-        async move { Ok::<_, Infallible>(handle(gw, req, peer, transparent_port).await) }
+        let via = via.clone();
+        let pool = pool.clone();
+        async move { Ok::<_, Infallible>(handle(gw, req, peer, &via, &pool).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -60,56 +67,135 @@ async fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    transparent_port: Option<u16>,
+    via: &Via,
+    pool: &Pool,
 ) -> Response<Body> {
+    let method = req.method().as_str().to_string();
+    // The path only, never the query string (it may carry secrets).
+    let path = req.uri().path().to_string();
     if req.method() == Method::CONNECT {
-        if transparent_port.is_some() {
-            return blocked(&Blocked::policy("CONNECT is only served on the proxy port"));
+        if !matches!(via, Via::Proxy) {
+            let b = Blocked::policy("CONNECT is only served on the proxy port");
+            let host = req.uri().host().unwrap_or("");
+            let port = req.uri().port_u16().unwrap_or(0);
+            let rec = gw.record_for("", EgressKind::Connect, None, host, port, None);
+            gw.record_blocked(peer.ip(), rec, &b);
+            return blocked(&b);
         }
         return connect(gw, req, peer).await;
     }
-    let (host, port) = match destination(&req, transparent_port) {
+    let kind = via.kind();
+    let (host, port) = match destination(&req, via) {
         Ok(d) => d,
         Err(b) => {
             tracing::info!(%peer, method = %req.method(), reason = %gw.shown(&b.reason), "http blocked");
+            let hint = req
+                .uri()
+                .host()
+                .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+                .unwrap_or("");
+            let rec = gw.record_for("", kind, Some(&method), hint, 0, Some(&path));
+            gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
+    if is_internal(&host) {
+        return internal::serve(&gw, req, peer, port).await;
+    }
+    let rec = gw.record_for("", kind, Some(&method), &host, port, Some(&path));
     let allowed = match gw
         .authorize(peer.ip(), &host, port, Some(&method), Some(&path))
         .await
     {
         Ok(a) => a,
         Err(b) => {
-            // The path only, never the query string (it may carry secrets).
             tracing::info!(%peer, method, host = %gw.shown(&host), port, path = %gw.shown(&path), reason = %gw.shown(&b.reason), "http blocked");
+            gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
-    let req = match scan(&gw, req).await {
+    let req = match scan::scan(&gw, req).await {
         Ok(r) => r,
         Err(b) => {
             tracing::info!(sandbox = %allowed.sandbox, method, host = %gw.shown(&host), port, path = %gw.shown(&path), reason = %gw.shown(&b.reason), "http blocked by dlp");
+            gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
     tracing::info!(sandbox = %allowed.sandbox, method, host = %gw.shown(&host), port, path = %gw.shown(&path), rule = %allowed.rule, "http allowed");
-    match forward(&gw, req, &allowed).await {
-        Ok(resp) => resp,
+    let target = Target {
+        host: host.clone(),
+        port,
+        tls: false,
+    };
+    exchange(&gw, req, &allowed, target, pool, rec).await
+}
+
+/// Forward an allowed, scanned request and stream the answer back, recording it when the
+/// response body ends.
+async fn exchange(
+    gw: &Gateway,
+    req: Request<Body>,
+    allowed: &Allowed,
+    target: Target,
+    pool: &Pool,
+    mut rec: super::EgressRecord,
+) -> Response<Body> {
+    rec.sandbox = allowed.sandbox.clone();
+    rec.allowed = true;
+    rec.rule = Some(allowed.rule.clone());
+    let pending = gw.sink().map(|sink| Pending::new(sink.clone(), rec));
+    let req = match &pending {
+        Some(p) => {
+            let sent = p.sent.clone();
+            req.map(|b| {
+                b.map_frame(move |f| {
+                    if let Some(d) = f.data_ref() {
+                        sent.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    f
+                })
+                .boxed()
+            })
+        }
+        None => req,
+    };
+    match upstream::forward(gw, req, allowed, &target, pool).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let body = match pending {
+                Some(mut p) => {
+                    p.set_status(parts.status.as_u16());
+                    body.map_frame(move |f| {
+                        if let Some(d) = f.data_ref() {
+                            p.count_received(d.len());
+                        }
+                        f
+                    })
+                    .boxed()
+                }
+                None => body.boxed(),
+            };
+            Response::from_parts(parts, body)
+        }
         Err(b) => {
-            tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&host), reason = %gw.shown(&b.reason), "upstream failed");
+            tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&target.host), reason = %gw.shown(&b.reason), "upstream failed");
+            if let Some(mut p) = pending {
+                p.set_status(b.status);
+                p.set_reason(gw.shown(&b.reason));
+            }
             blocked(&b)
         }
     }
 }
 
 /// Host and port a request is for, with the name checks.
-fn destination(
-    req: &Request<Incoming>,
-    transparent_port: Option<u16>,
-) -> Result<(String, u16), Blocked> {
+fn destination(req: &Request<Incoming>, via: &Via) -> Result<(String, u16), Blocked> {
+    let transparent_port = match via {
+        Via::Http { port } => Some(*port),
+        Via::Proxy => None,
+    };
     let host_header = match req
         .headers()
         .get_all(HOST)
@@ -196,124 +282,6 @@ fn same_authority(header: &str, host: &str, port: u16, default_port: u16) -> boo
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-}
-
-/// DLP: scan the URL, every header and the (bounded, uncompressed) body. Without a scanner
-/// the body streams through untouched.
-async fn scan(gw: &Gateway, req: Request<Incoming>) -> Result<Request<Body>, Blocked> {
-    let Some((scanner, max_body)) = gw.dlp() else {
-        return Ok(req.map(|b| b.boxed()));
-    };
-    let (parts, body) = req.into_parts();
-    let verdict = |findings: Vec<Finding>, place: &str| -> Result<(), Blocked> {
-        for f in &findings {
-            tracing::warn!(rule = %f.rule_id, action = ?f.action, place, "dlp finding");
-        }
-        match findings.iter().find(|f| f.action == Action::Block) {
-            Some(f) => Err(Blocked::policy(format!(
-                "{place} carries a secret (DLP rule {})",
-                f.rule_id
-            ))),
-            None => Ok(()),
-        }
-    };
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    verdict(scanner.scan_decoding(target.as_bytes()), "the URL")?;
-    for (name, value) in &parts.headers {
-        verdict(
-            scanner.scan_decoding(value.as_bytes()),
-            &format!("header {name}"),
-        )?;
-    }
-    let encoded = parts
-        .headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(Blocked::policy(
-            "compressed request bodies cannot be scanned for secrets",
-        ));
-    }
-    let body = http_body_util::Limited::new(body, max_body)
-        .collect()
-        .await
-        .map_err(|_| {
-            Blocked::policy(format!(
-                "request body over {max_body} bytes cannot be scanned for secrets"
-            ))
-        })?
-        .to_bytes();
-    verdict(scanner.scan_decoding(&body), "the body")?;
-    Ok(Request::from_parts(
-        parts,
-        Full::new(body).map_err(|never| match never {}).boxed(),
-    ))
-}
-
-/// Send the request upstream on a fresh connection and stream the response back.
-async fn forward(
-    gw: &Gateway,
-    req: Request<Body>,
-    allowed: &Allowed,
-) -> Result<Response<Body>, Blocked> {
-    let upstream = gw
-        .connect(&allowed.addrs)
-        .await
-        .map_err(|e| Blocked::upstream(format!("upstream connect: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream))
-        .await
-        .map_err(|e| Blocked::upstream(format!("upstream handshake: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection");
-        }
-    });
-    let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(HOST)
-        && let Some(auth) = parts.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(auth.as_str())
-    {
-        parts.headers.insert(HOST, v);
-    }
-    let origin = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .to_string();
-    parts.uri = origin
-        .parse::<Uri>()
-        .map_err(|_| Blocked::policy("bad request path"))?;
-    strip_hop_by_hop(&mut parts.headers);
-    parts.version = http::Version::HTTP_11;
-    let resp = sender
-        .send_request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| Blocked::upstream(format!("upstream request: {e}")))?;
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.boxed()))
-}
-
 /// CONNECT: check the target, answer 200, then require a TLS ClientHello whose SNI is the
 /// CONNECT host (an IP-literal target allowed by a CIDR rule is spliced as is).
 async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -328,10 +296,19 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let allowed = match gw.authorize(peer.ip(), &host, port, None, None).await {
+    let rec = gw.record_for("", EgressKind::Connect, None, &host, port, None);
+    let verdict = if is_internal(&host) {
+        Err(Blocked::policy(
+            "hutch.internal is served over plain HTTP only",
+        ))
+    } else {
+        gw.authorize(peer.ip(), &host, port, None, None).await
+    };
+    let allowed = match verdict {
         Ok(a) => a,
         Err(b) => {
             tracing::info!(%peer, host = %gw.shown(&host), port, reason = %gw.shown(&b.reason), "connect blocked");
+            gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
@@ -358,6 +335,7 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
                 Ok(x) => x,
                 Err(e) => {
                     tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&name), error = %e, "connect tunnel blocked: not TLS");
+                    gw.record_blocked(peer.ip(), rec, &Blocked::policy("a CONNECT tunnel to a name must carry TLS"));
                     return;
                 }
             };
@@ -368,11 +346,12 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
             if hello.ech || !sni_ok {
                 tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&name), sni = %gw.shown(hello.sni.as_deref().unwrap_or("")), ech = hello.ech,
                     "connect tunnel blocked: SNI does not match the CONNECT host");
+                gw.record_blocked(peer.ip(), rec, &Blocked::policy("the TLS SNI does not match the CONNECT host"));
                 return;
             }
             first = bytes;
         }
-        splice(&gw, client, &allowed, &first).await;
+        splice(&gw, client, &allowed, &first, rec).await;
     });
     Response::new(
         Full::new(Bytes::new())
@@ -381,8 +360,23 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
     )
 }
 
+/// A plain-text answer from the gateway itself.
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 /// The answer to a blocked request.
-fn blocked(b: &Blocked) -> Response<Body> {
+pub(crate) fn blocked(b: &Blocked) -> Response<Body> {
     let text = format!(
         "Blocked by Hutch's egress policy: {}\n\nTo get access, ask the sandbox's operator to add a rule to its \
          network policy (or request approval: hutch approvals).\n",
@@ -414,6 +408,13 @@ fn blocked(b: &Blocked) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some((content_type, body)) = &b.answer {
+        *resp.body_mut() = Full::new(body.clone())
+            .map_err(|never| match never {})
+            .boxed();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
     resp
 }
 

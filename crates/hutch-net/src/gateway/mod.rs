@@ -9,18 +9,25 @@
 //! allows them (`GatewayConfig::allow_upstream`). Blocked HTTP requests get a 403 whose
 //! `X-Hutch-Block-Reason` header and body say why.
 
+mod egress;
 mod http;
+mod internal;
 mod resolve;
+mod scan;
 pub mod sni;
+mod streams;
+mod upstream;
 
+pub(crate) use egress::now_ms;
+pub use egress::{EgressKind, EgressRecord, EgressSink};
+pub use internal::{INTERNAL_HOST, INTERNAL_MAX_BODY, InternalFuture, InternalService, is_internal};
 pub use resolve::{ResolveFuture, Resolver, StaticResolver, SystemResolver};
 
 use crate::dlp::Scanner;
 use crate::policy::{Decision, Host, PolicyStore, Request, is_special};
 use ipnet::IpNet;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub const BLOCK_HEADER: &str = "x-hutch-block-reason";
 
 /// Gateway settings (operator-level, not per sandbox).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Special upstream ranges (private, loopback, ...) the gateway may still connect to.
     pub allow_upstream: Vec<IpNet>,
@@ -38,11 +45,30 @@ pub struct GatewayConfig {
     /// How long a client may take to send its request head or ClientHello.
     pub client_timeout: Duration,
     /// DLP for requests the gateway can read (plain HTTP; TLS needs interception, not built
-    /// yet): URL, every header and the body. `None`: no scanning.
+    /// yet): URL, every header and the body. `None`: no scanning. Replace it later with
+    /// [`Gateway::set_dlp`].
     pub dlp: Option<Arc<Scanner>>,
     /// Largest request body scanned; a larger one is blocked when DLP is on (fail closed), as
     /// is any compressed body.
     pub max_scan_body: usize,
+    /// Where egress records go (one per request, tunnel and connection of a known sandbox).
+    pub sink: Option<Arc<dyn EgressSink>>,
+    /// What answers `http://hutch.internal/` (`None`: 404).
+    pub internal: Option<Arc<dyn InternalService>>,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("allow_upstream", &self.allow_upstream)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("client_timeout", &self.client_timeout)
+            .field("dlp", &self.dlp.is_some())
+            .field("max_scan_body", &self.max_scan_body)
+            .field("sink", &self.sink.is_some())
+            .field("internal", &self.internal.is_some())
+            .finish()
+    }
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +79,8 @@ impl Default for GatewayConfig {
             client_timeout: Duration::from_secs(30),
             dlp: None,
             max_scan_body: 8 << 20,
+            sink: None,
+            internal: None,
         }
     }
 }
@@ -81,6 +109,9 @@ pub struct Blocked {
     pub status: u16,
     /// Why.
     pub reason: String,
+    /// Content type and body answering instead of the text page, for clients that only show
+    /// a refusal in their own protocol (`git push`: see `gitgate`).
+    pub(crate) answer: Option<(&'static str, bytes::Bytes)>,
 }
 
 impl Blocked {
@@ -88,12 +119,14 @@ impl Blocked {
         Blocked {
             status: 403,
             reason: reason.into(),
+            answer: None,
         }
     }
     fn upstream(reason: impl Into<String>) -> Blocked {
         Blocked {
             status: 502,
             reason: reason.into(),
+            answer: None,
         }
     }
 }
@@ -110,8 +143,10 @@ pub(crate) struct Allowed {
 pub struct Gateway {
     store: Arc<PolicyStore>,
     resolver: Arc<dyn Resolver>,
-    /// Redacts secrets from what gets logged (the DLP scanner, or the built-in rules).
-    redactor: Option<Arc<Scanner>>,
+    /// The DLP scanner of the moment (also the redactor of what gets logged and recorded).
+    dlp: RwLock<Option<Arc<Scanner>>>,
+    /// Redacts with the built-in rules when there is no DLP scanner.
+    builtin: Option<Arc<Scanner>>,
     cfg: GatewayConfig,
 }
 
@@ -130,16 +165,25 @@ impl Gateway {
         resolver: Arc<dyn Resolver>,
         cfg: GatewayConfig,
     ) -> Arc<Gateway> {
-        let redactor = cfg
-            .dlp
-            .clone()
-            .or_else(|| Scanner::with_builtin(Vec::new()).ok().map(Arc::new));
+        let builtin = Scanner::with_builtin(Vec::new()).ok().map(Arc::new);
         Arc::new(Gateway {
-            redactor,
+            dlp: RwLock::new(cfg.dlp.clone()),
+            builtin,
             store,
             resolver,
             cfg,
         })
+    }
+
+    /// Replace the DLP scanner (when the registered secrets change); applies to the next
+    /// request. `None` turns scanning off.
+    pub fn set_dlp(&self, dlp: Option<Arc<Scanner>>) {
+        *self.dlp.write().unwrap_or_else(|p| p.into_inner()) = dlp;
+    }
+
+    /// The DLP scanner of the moment.
+    pub(crate) fn scanner(&self) -> Option<Arc<Scanner>> {
+        self.dlp.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Accept connections on `listener` forever. Bind it to specific gateway addresses, never
@@ -158,8 +202,10 @@ impl Gateway {
             let gw = self.clone();
             tokio::spawn(async move {
                 match kind {
-                    Listener::Http { port } => http::serve_conn(gw, stream, peer, Some(port)).await,
-                    Listener::Proxy => http::serve_conn(gw, stream, peer, None).await,
+                    Listener::Http { port } => {
+                        http::serve_conn(gw, stream, peer, http::Via::Http { port }).await
+                    }
+                    Listener::Proxy => http::serve_conn(gw, stream, peer, http::Via::Proxy).await,
                     Listener::Tls { port } => gw.serve_tls(stream, peer, port).await,
                 }
             });
@@ -218,8 +264,9 @@ impl Gateway {
     }
 
     /// Connect to the first reachable address.
-    pub(crate) async fn connect(&self, addrs: &[SocketAddr]) -> io::Result<TcpStream> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    pub(crate) async fn connect(&self, addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+        use std::io::{Error, ErrorKind};
+        let mut last = Error::new(ErrorKind::NotFound, "no address");
         for a in addrs {
             match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
                 Ok(Ok(s)) => {
@@ -227,26 +274,89 @@ impl Gateway {
                     return Ok(s);
                 }
                 Ok(Err(e)) => last = e,
-                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                Err(_) => last = Error::new(ErrorKind::TimedOut, "connect timed out"),
             }
         }
         Err(last)
     }
 
-    pub(crate) fn dlp(&self) -> Option<(&Scanner, usize)> {
-        self.cfg.dlp.as_deref().map(|s| (s, self.cfg.max_scan_body))
+    pub(crate) fn max_scan_body(&self) -> usize {
+        self.cfg.max_scan_body
     }
 
-    /// `text` (a path, host name or reason) fit for a log line.
+    /// `text` (a path, host name or reason) fit for a log line or an egress record.
     pub(crate) fn shown(&self, text: &str) -> String {
-        match &self.redactor {
+        match self.scanner().or_else(|| self.builtin.clone()) {
             Some(r) => r.redact(text),
             None => "<withheld>".to_string(),
         }
     }
 
+    pub(crate) fn sink(&self) -> Option<&Arc<dyn EgressSink>> {
+        self.cfg.sink.as_ref()
+    }
+
+    pub(crate) fn internal(&self) -> Option<&Arc<dyn InternalService>> {
+        self.cfg.internal.as_ref()
+    }
+
+    pub(crate) fn store(&self) -> &PolicyStore {
+        &self.store
+    }
+
     pub(crate) fn client_timeout(&self) -> Duration {
         self.cfg.client_timeout
+    }
+
+    /// TLS to the upstream `host` over `tcp`.
+    pub(crate) async fn tls_connect(
+        &self,
+        host: &str,
+        _tcp: TcpStream,
+    ) -> Result<TcpStream, Blocked> {
+        Err(Blocked::upstream(format!(
+            "no TLS client configured for {host}"
+        )))
+    }
+
+    /// A record for traffic of `sandbox` (host and path redacted; the path loses its query).
+    pub(crate) fn record_for(
+        &self,
+        sandbox: &str,
+        kind: EgressKind,
+        method: Option<&str>,
+        host: &str,
+        port: u16,
+        path: Option<&str>,
+    ) -> EgressRecord {
+        EgressRecord {
+            time_ms: egress::now_ms(),
+            sandbox: sandbox.to_string(),
+            kind,
+            method: method.map(str::to_string),
+            host: self.shown(host),
+            port,
+            path: path.map(|p| self.shown(p.split('?').next().unwrap_or(p))),
+            status: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            allowed: false,
+            rule: None,
+            reason: None,
+        }
+    }
+
+    /// Record a refusal of traffic from `peer` (nothing when the peer is no known sandbox).
+    pub(crate) fn record_blocked(&self, peer: IpAddr, mut rec: EgressRecord, b: &Blocked) {
+        let Some(sink) = self.sink() else { return };
+        let Some(sandbox) = self.store.sandbox_for(peer) else {
+            return;
+        };
+        rec.sandbox = sandbox;
+        rec.allowed = false;
+        rec.status = Some(b.status);
+        rec.reason = Some(self.shown(&b.reason));
+        sink.record(rec);
     }
 
     /// A transparent TLS connection: route by SNI, then splice.
@@ -268,13 +378,18 @@ impl Gateway {
                 "Encrypted Client Hello hides the destination",
             )),
             (None, _) => Err(Blocked::policy("TLS without SNI")),
+            (Some(sni), false) if is_internal(sni) => Err(Blocked::policy(
+                "hutch.internal is served over plain HTTP only",
+            )),
             (Some(sni), false) => self.authorize(peer.ip(), sni, port, None, None).await,
         };
         let sni = hello.sni.as_deref().unwrap_or("");
+        let rec = self.record_for("", EgressKind::Tls, None, sni, port, None);
         let allowed = match verdict {
             Ok(a) => a,
             Err(b) => {
                 tracing::info!(%peer, sni = %self.shown(sni), port, reason = %self.shown(&b.reason), "tls blocked");
+                self.record_blocked(peer.ip(), rec, &b);
                 // TLS alert: fatal, access_denied.
                 let _ = client
                     .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31])
@@ -283,19 +398,37 @@ impl Gateway {
             }
         };
         tracing::info!(sandbox = %allowed.sandbox, sni = %self.shown(sni), port, rule = %allowed.rule, "tls allowed");
-        splice(self, client, &allowed, &hello_bytes).await;
+        splice(self, client, &allowed, &hello_bytes, rec).await;
     }
 }
 
-/// Connect upstream, replay `first` (bytes already read from the client) and copy both ways.
-pub(crate) async fn splice<C>(gw: &Gateway, mut client: C, allowed: &Allowed, first: &[u8])
-where
+/// Connect upstream, replay `first` (bytes already read from the client) and copy both ways;
+/// then send `rec` (completed with the byte counts) to the sink.
+pub(crate) async fn splice<C>(
+    gw: &Gateway,
+    client: C,
+    allowed: &Allowed,
+    first: &[u8],
+    mut rec: EgressRecord,
+) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    rec.sandbox = allowed.sandbox.clone();
+    rec.allowed = true;
+    rec.rule = Some(allowed.rule.clone());
+    let finish = |mut rec: EgressRecord, sent: u64, received: u64, reason: Option<String>| {
+        if let Some(sink) = gw.sink() {
+            rec.bytes_sent = sent;
+            rec.bytes_received = received;
+            rec.reason = reason.map(|r| gw.shown(&r));
+            sink.record(rec);
+        }
+    };
     let mut upstream = match gw.connect(&allowed.addrs).await {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(sandbox = %allowed.sandbox, error = %e, "upstream connect failed");
+            finish(rec, 0, 0, Some(format!("upstream connect: {e}")));
             return;
         }
     };
@@ -303,9 +436,12 @@ where
         && let Err(e) = upstream.write_all(first).await
     {
         tracing::debug!(error = %e, "upstream write");
+        finish(rec, 0, 0, Some(format!("upstream write: {e}")));
         return;
     }
+    let mut client = streams::Counting::new(client);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "tunnel closed");
     }
+    finish(rec, first.len() as u64 + client.read, client.written, None);
 }

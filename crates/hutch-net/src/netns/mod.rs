@@ -138,6 +138,20 @@ impl NetworkManager {
         t.iter().map(|(id, a)| net_of(t.pool(), id, a)).collect()
     }
 
+    /// Allocate sandbox `id`'s addresses ahead of [`NetworkManager::setup_netns`] (which then
+    /// uses them), so files naming the gateway can be written before the sandbox starts.
+    /// Idempotent. Released by [`NetworkManager::teardown_sandbox`].
+    pub fn reserve(&self, id: &str) -> Result<SandboxNet> {
+        let host = host_ipv4_addresses();
+        let mut t = self.table();
+        let pool = t.pool();
+        let a = t.allocate_avoiding(id, &host_ifname(id), &|i| {
+            let (gw, addr) = pool.block(i);
+            host.contains(&gw) || host.contains(&addr)
+        })?;
+        Ok(net_of(t.pool(), id, &a))
+    }
+
     /// Give the sandbox whose PID 1 is `pid` its network. On error nothing is left behind.
     pub fn setup_sandbox(&self, id: &str, pid: i32) -> Result<SandboxNet> {
         let ns_path = format!("/proc/{pid}/ns/net");
@@ -160,8 +174,15 @@ impl NetworkManager {
         }
         let ifname = host_ifname(id);
         let net = {
+            let host = host_ipv4_addresses();
             let mut t = self.table();
-            let a = t.allocate(id, &ifname)?;
+            let pool = t.pool();
+            // Blocks whose addresses are already on the host (another Hutch with the same pool,
+            // or a leftover) would route replies to the wrong link: skip them.
+            let a = t.allocate_avoiding(id, &ifname, &|i| {
+                let (gw, addr) = pool.block(i);
+                host.contains(&gw) || host.contains(&addr)
+            })?;
             net_of(t.pool(), id, &a)
         };
         match configure(&net, ns) {
@@ -184,11 +205,10 @@ impl NetworkManager {
 
     /// Remove sandbox `id`'s link and free its addresses. Idempotent.
     pub fn teardown_sandbox(&self, id: &str) -> Result<()> {
-        let ifname = self
-            .table()
-            .get(id)
-            .map(|a| a.ifname.clone())
-            .unwrap_or_else(|| host_ifname(id));
+        // Every link comes from an allocation (made first, persisted): none, nothing to remove.
+        let Some(ifname) = self.table().get(id).map(|a| a.ifname.clone()) else {
+            return Ok(());
+        };
         Netlink::open()
             .and_then(|nl| nl.del_link(&ifname))
             .ctx(|| format!("delete link {ifname}"))?;
@@ -302,6 +322,34 @@ fn configure(net: &SandboxNet, ns: BorrowedFd<'_>) -> Result<()> {
             })
         })
     })
+}
+
+/// The IPv4 addresses on the host's interfaces (empty if they cannot be read).
+fn host_ipv4_addresses() -> std::collections::HashSet<Ipv4Addr> {
+    let mut out = std::collections::HashSet::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, valid until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says how to read it.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.insert(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 fn sysctl(path: &str, value: &str) -> Result<()> {

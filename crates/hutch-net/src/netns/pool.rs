@@ -146,7 +146,19 @@ impl Allocator {
     }
 
     /// Allocate the lowest free block for `id` (or return its existing one) and persist.
+    #[cfg(test)]
     pub(crate) fn allocate(&mut self, id: &str, ifname: &str) -> Result<Alloc> {
+        self.allocate_avoiding(id, ifname, &|_| false)
+    }
+
+    /// Like [`Allocator::allocate`], also skipping blocks for which `busy(index)` holds (e.g.
+    /// addresses some other process already put on a host interface).
+    pub(crate) fn allocate_avoiding(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        busy: &dyn Fn(u32) -> bool,
+    ) -> Result<Alloc> {
         if let Some(a) = self.sandboxes.get(id) {
             return Ok(a.clone());
         }
@@ -156,15 +168,11 @@ impl Allocator {
                 message: format!("interface name {ifname} already in use"),
             });
         }
-        let mut used: Vec<u32> = self.sandboxes.values().map(|a| a.index).collect();
-        used.sort_unstable();
+        let used: std::collections::BTreeSet<u32> =
+            self.sandboxes.values().map(|a| a.index).collect();
         let mut index = 0u32;
-        for u in used {
-            if u == index {
-                index += 1;
-            } else if u > index {
-                break;
-            }
+        while index < self.pool.blocks() && (used.contains(&index) || busy(index)) {
+            index += 1;
         }
         if index >= self.pool.blocks() {
             return Err(Error::PoolExhausted(self.pool.to_string()));

@@ -4,8 +4,11 @@
 pub mod events;
 pub mod guest;
 pub mod keys;
+pub mod network;
 pub mod ops;
+pub mod ports;
 pub mod sandboxes;
+pub mod secrets;
 pub mod teams;
 pub mod templates;
 
@@ -188,6 +191,51 @@ pub fn table() -> Vec<RouteDef> {
             "/v1/sandboxes/{id}/files/watch",
             get(guest::watch_files),
         ),
+        // Previews and port forwarding.
+        r(
+            M::GET,
+            "/v1/sandboxes/{id}/previews",
+            get(ports::get_access),
+        ),
+        r(
+            M::PUT,
+            "/v1/sandboxes/{id}/previews",
+            put(ports::set_access),
+        ),
+        r(
+            M::GET,
+            "/v1/sandboxes/{id}/ports/{port}/preview",
+            get(ports::preview),
+        ),
+        r(
+            M::GET,
+            "/v1/sandboxes/{id}/ports/{port}/connect",
+            get(ports::connect),
+        ),
+        // Network, egress log, access requests.
+        r(
+            M::GET,
+            "/v1/sandboxes/{id}/network",
+            get(network::get_network),
+        ),
+        r(
+            M::PUT,
+            "/v1/sandboxes/{id}/network",
+            put(network::set_network),
+        ),
+        r(
+            M::GET,
+            "/v1/sandboxes/{id}/egress",
+            get(network::list_egress),
+        ),
+        r(M::GET, "/v1/approvals", get(network::list_approvals)),
+        r(M::GET, "/v1/approvals/{id}", get(network::get_approval)),
+        r(
+            M::POST,
+            "/v1/approvals/{id}/approve",
+            post(network::approve),
+        ),
+        r(M::POST, "/v1/approvals/{id}/deny", post(network::deny)),
         // Templates.
         r(M::GET, "/v1/templates", get(templates::list)),
         r(M::POST, "/v1/templates", post(templates::import)),
@@ -200,6 +248,12 @@ pub fn table() -> Vec<RouteDef> {
         r(M::DELETE, "/v1/keys/{id}", delete(keys::revoke)),
         r(M::POST, "/v1/teams", post(teams::create)),
         r(M::GET, "/v1/teams", get(teams::list)),
+        // Secrets.
+        r(M::POST, "/v1/secrets", post(secrets::create)),
+        r(M::GET, "/v1/secrets", get(secrets::list)),
+        r(M::GET, "/v1/secrets/{name}", get(secrets::get)),
+        r(M::PUT, "/v1/secrets/{name}", put(secrets::update)),
+        r(M::DELETE, "/v1/secrets/{name}", delete(secrets::delete)),
     ]
 }
 

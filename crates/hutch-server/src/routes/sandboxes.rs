@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{Duration, Utc};
-use hutch_api::sandbox::{CreateSandbox, NetworkSpec, Page, Sandbox, SandboxState, SetTimeout};
+use hutch_api::sandbox::{CreateSandbox, Page, Sandbox, SandboxState, SetTimeout};
 use hutch_api::{ApiError, ErrorBody, ErrorCode};
 use hutch_sandbox::SandboxSpec;
 use hutch_store::{SandboxFilter, SandboxRecord};
@@ -117,15 +117,9 @@ fn validate(state: &AppState, req: CreateSandbox) -> AppResult<(SandboxRecord, S
             ));
         }
     }
-    let network = req.network.unwrap_or_else(|| NetworkSpec {
-        mode: "none".into(),
-    });
-    if network.mode != "none" {
-        return Err(AppError::invalid(
-            "network",
-            "only network mode \"none\" is supported",
-        ));
-    }
+    let mut network = req.network.unwrap_or_default();
+    crate::network::validate(&network)?;
+    crate::network::assign_placeholders(&mut network)?;
     let id = ids::sandbox_id();
     let spec = SandboxSpec {
         id: id.clone(),
@@ -134,6 +128,8 @@ fn validate(state: &AppState, req: CreateSandbox) -> AppResult<(SandboxRecord, S
         memory_mb: Some(memory_mb),
         pids: Some(pids),
         env: req.env.clone(),
+        network: network.is_networked(),
+        files: Vec::new(),
     };
     let record = SandboxRecord {
         seq: 0,
@@ -204,8 +200,20 @@ async fn create_task(
     mut record: SandboxRecord,
     spec: SandboxSpec,
 ) -> AppResult<Sandbox> {
+    let mut spec = spec;
     record.seq = state.store().insert_sandbox(&record).await?;
     let (team, id) = (record.team_id.clone(), record.id.clone());
+    if spec.network {
+        // Addresses, files, environment and the live policy before anything runs inside.
+        if let Err(e) = crate::network::prepare_create(&state, &record, &mut spec).await {
+            state.network().forget(&id);
+            state
+                .store()
+                .set_sandbox_state(&id, &[SandboxState::Starting], SandboxState::Error, Some(&e.0.message))
+                .await?;
+            return Err(e);
+        }
+    }
     events::emit(
         &state,
         &team,

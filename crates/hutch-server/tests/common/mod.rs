@@ -16,6 +16,19 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// Sandboxes of a server that is dropped while still running (a test that ended or panicked)
+/// are destroyed, so failed tests do not leave sandboxes, links and addresses behind.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            let engine = r.state.engine();
+            for sb in engine.list() {
+                let _ = engine.destroy(&sb.id);
+            }
+        }
+    }
+}
+
 pub fn config(data_dir: PathBuf, guest_exe: Option<PathBuf>) -> ServerConfig {
     ServerConfig::load_with_env(
         None,
@@ -68,7 +81,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
-        self.dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn req(&self, method: Method, path: &str, key: Option<&str>) -> RequestBuilder {

@@ -10,9 +10,12 @@ pub mod cp;
 pub mod events;
 pub mod exec;
 pub mod keys;
+pub mod network;
 pub mod pipe;
+pub mod port_forward;
 pub mod run;
 pub mod sandboxes;
+pub mod secrets;
 pub mod table;
 pub mod templates;
 pub mod terminal;
@@ -72,6 +75,8 @@ pub enum CliCommand {
     Shell(exec::ShellArgs),
     /// Copy files and directories between the host and a sandbox (`ID:/path` names the sandbox side).
     Cp(cp::CpArgs),
+    /// Forward local ports to ports inside a sandbox (`[LOCAL:]REMOTE`; Ctrl-C stops).
+    PortForward(port_forward::PortForwardArgs),
     /// Delete sandboxes.
     #[command(visible_alias = "delete")]
     Rm(sandboxes::RmArgs),
@@ -94,6 +99,19 @@ pub enum CliCommand {
     /// Manage API keys (admin keys only).
     #[command(subcommand_required = true)]
     Keys(keys::KeysArgs),
+    /// Manage the team's secrets (values are write-only; the egress gateway injects them).
+    #[command(subcommand_required = true)]
+    Secrets(secrets::SecretsArgs),
+    /// Show or change a sandbox's network allowlist (live).
+    #[command(subcommand_required = true)]
+    Network(network::NetworkArgs),
+    /// Show a sandbox's egress log: every request through the gateway and its decision.
+    Egress(network::EgressArgs),
+    /// List, approve and deny sandboxes' requests for more network access.
+    #[command(subcommand_required = true)]
+    Approvals(network::ApprovalsArgs),
+    /// Inside a sandbox: ask the operator for access to a host (via http://hutch.internal).
+    RequestAccess(network::RequestAccessArgs),
 }
 
 /// Run a client command. Commands that must exit with a specific code (`run`, `exec`, `shell`,
@@ -125,6 +143,7 @@ async fn dispatch(cmd: CliCommand) -> anyhow::Result<i32> {
         CliCommand::Exec(args) => exec::exec(args).await,
         CliCommand::Shell(args) => exec::shell(args).await,
         CliCommand::Cp(args) => cp::cp(args).await.map(|()| 0),
+        CliCommand::PortForward(args) => port_forward::port_forward(args).await.map(|()| 0),
         CliCommand::Rm(args) => sandboxes::rm(args).await,
         CliCommand::Pause(args) => sandboxes::action(args, "pause").await.map(|()| 0),
         CliCommand::Resume(args) => sandboxes::action(args, "resume").await.map(|()| 0),
@@ -134,6 +153,11 @@ async fn dispatch(cmd: CliCommand) -> anyhow::Result<i32> {
         CliCommand::Terminal(args) => terminal::terminal(args).await,
         CliCommand::Template(args) => templates::template(args).await.map(|()| 0),
         CliCommand::Keys(args) => keys::keys(args).await.map(|()| 0),
+        CliCommand::Secrets(args) => secrets::secrets(args).await.map(|()| 0),
+        CliCommand::Network(args) => network::network(args).await.map(|()| 0),
+        CliCommand::Egress(args) => network::egress(args).await.map(|()| 0),
+        CliCommand::Approvals(args) => network::approvals(args).await.map(|()| 0),
+        CliCommand::RequestAccess(args) => network::request_access(args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Sandbox lifecycle: `create`, `ls`, `inspect`, `rm`, `pause`, `resume`, `keepalive`, `timeout`.
 
 use anyhow::Context;
+use hutch_api::network::{AllowRule, NetworkSpec};
 use clap::Args;
 use hutch_api::sandbox::{CreateSandbox, Page, Sandbox, SandboxState, SetTimeout};
 
@@ -32,6 +33,14 @@ pub struct SandboxSpecArgs {
     /// Metadata label to attach to the sandbox (repeatable).
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub metadata: Vec<(String, String)>,
+    /// Give the sandbox a network limited to this domain (repeatable; `*.example.com`, `*`).
+    /// Without it the sandbox has only loopback.
+    #[arg(long = "allow", value_name = "DOMAIN")]
+    pub allow: Vec<String>,
+    /// Give the sandbox a network with an empty allowlist (grow it later with `hutch network
+    /// allow` or access requests).
+    #[arg(long)]
+    pub net: bool,
 }
 
 impl SandboxSpecArgs {
@@ -45,6 +54,11 @@ impl SandboxSpecArgs {
             timeout_s: self.timeout,
             env: kv_map(&self.env),
             metadata: kv_map(&self.metadata),
+            network: (self.net || !self.allow.is_empty()).then(|| NetworkSpec {
+                mode: "allowlist".into(),
+                allow: self.allow.iter().cloned().map(AllowRule::Domain).collect(),
+                ..NetworkSpec::default()
+            }),
             ..CreateSandbox::default()
         }
     }
