@@ -27,6 +27,9 @@ pub enum Error {
     /// The address pool has no free block left.
     #[error("address pool {0} is exhausted")]
     PoolExhausted(String),
+    /// The sandbox CA cannot be created, loaded or used.
+    #[error("sandbox CA: {0}")]
+    Ca(String),
     /// A `git push` the git gate cannot check (malformed, truncated, oversize or unsupported):
     /// refused, never forwarded unchecked.
     #[error("git push cannot be checked: {0}")]

@@ -1,6 +1,7 @@
 //! Hutch's sandbox networking: per-sandbox network namespaces, the DNS filter, the egress
 //! gateway and the DLP scanner.
 
+pub mod ca;
 pub mod dlp;
 pub mod dns;
 pub mod error;

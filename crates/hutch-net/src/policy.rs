@@ -2,6 +2,7 @@
 //! filter and the gateway read on every new query, connection and request (so updates apply
 //! immediately, without touching open connections).
 
+use crate::dlp::{Action, Scanner, Secret};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -38,6 +39,11 @@ pub struct Policy {
     /// The rules; a request is allowed if any rule allows it.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Domain patterns (like rules' `domain`) whose TLS the gateway passes through unread
+    /// instead of intercepting (pinned certificates, client certificates). Their traffic gets
+    /// no method/path checks, DLP or credential injection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passthrough: Vec<String>,
 }
 
 /// What a destination looks like to the policy.
@@ -143,8 +149,14 @@ impl Rule {
     }
 }
 
+/// Whether `pattern` is a valid domain pattern: `*`, `*.suffix` or an exact name.
+fn valid_pattern(pattern: &str) -> bool {
+    let bare = pattern.strip_prefix("*.").unwrap_or(pattern);
+    pattern == "*" || matches!(Host::parse(bare), Ok(Host::Name(_)))
+}
+
 /// `pattern` (`*`, `*.suffix` or an exact name) against a lower-case name.
-fn domain_matches(pattern: &str, name: &str) -> bool {
+pub fn domain_matches(pattern: &str, name: &str) -> bool {
     let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
     if pattern == "*" {
         return true;
@@ -166,8 +178,7 @@ impl Policy {
             let name = r.name(i);
             match (&r.domain, &r.cidr) {
                 (Some(d), None) => {
-                    let bare = d.strip_prefix("*.").unwrap_or(d);
-                    if d != "*" && !matches!(Host::parse(bare), Ok(Host::Name(_))) {
+                    if !valid_pattern(d) {
                         return Err(format!("{name}: invalid domain {d:?}"));
                     }
                 }
@@ -178,7 +189,16 @@ impl Policy {
                 return Err(format!("{name}: paths must start with '/'"));
             }
         }
+        if let Some(bad) = self.passthrough.iter().find(|p| !valid_pattern(p)) {
+            return Err(format!("passthrough: invalid domain {bad:?}"));
+        }
         Ok(())
+    }
+
+    /// Whether TLS to `name` is passed through unread (a `passthrough` pattern matches).
+    pub fn passes_through(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.passthrough.iter().any(|p| domain_matches(p, &name))
     }
 
     /// Whether DNS may answer for `name`: some domain rule covers it (ports aside).
@@ -329,9 +349,100 @@ impl SandboxLookup for StaticLookup {
     }
 }
 
+/// A credential the gateway adds to a sandbox's requests: the sandbox only ever holds
+/// `placeholder`; requests to `domain` (under `path_prefix`) get header `header` set to
+/// `value`. `Debug` shows no value.
+#[derive(Clone)]
+pub struct Injection {
+    /// The secret's name (what refusals name).
+    pub secret: String,
+    /// `api.example.com` (exactly) or `*.example.com` (any name below it).
+    pub domain: String,
+    /// Only requests whose path starts with this (`None`: any path).
+    pub path_prefix: Option<String>,
+    /// The header set on matching requests (replacing what the sandbox sent in it).
+    pub header: http::HeaderName,
+    /// The whole header value, with the real secret (`Bearer sk-...`).
+    pub value: String,
+    /// The raw secret.
+    pub real: String,
+    /// What the sandbox holds instead of the secret.
+    pub placeholder: String,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("secret", &self.secret)
+            .field("domain", &self.domain)
+            .field("path_prefix", &self.path_prefix)
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .field("real", &"<redacted>")
+            .field("placeholder", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Injection {
+    /// Whether a request to `host` (lower case) with `path` gets this credential.
+    pub fn matches(&self, host: &str, path: &str) -> bool {
+        domain_matches(&self.domain, host)
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+    }
+
+    /// Whether TLS to `host` may carry this credential (so must be intercepted).
+    pub fn matches_host(&self, host: &str) -> bool {
+        domain_matches(&self.domain, host)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.secret;
+        if self.domain == "*" || !valid_pattern(&self.domain) {
+            return Err(format!(
+                "{name}: invalid domain {:?} (an exact name or *.suffix)",
+                self.domain
+            ));
+        }
+        if self.path_prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            return Err(format!("{name}: path_prefix must start with '/'"));
+        }
+        if http::HeaderValue::from_str(&self.value).is_err() {
+            return Err(format!("{name}: the header value is not a valid header value"));
+        }
+        if self.placeholder == self.real || !self.value.contains(&self.real) {
+            return Err(format!(
+                "{name}: the value must hold the real secret, and the placeholder differ from it"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A sandbox's injections, with a scanner for their real values and placeholders (which may
+/// only travel in the injected header of a matching request).
+pub struct Injections {
+    /// The injections.
+    pub list: Vec<Injection>,
+    /// Finds the real values and placeholders (raw, base64, URL and hex encoded).
+    pub scanner: Scanner,
+}
+
+impl std::fmt::Debug for Injections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injections")
+            .field("list", &self.list)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Per-sandbox policies, read on every query, connection and request.
 pub struct PolicyStore {
     policies: RwLock<HashMap<String, Arc<Policy>>>,
+    injections: RwLock<HashMap<String, Arc<Injections>>>,
     lookup: Arc<dyn SandboxLookup>,
 }
 
@@ -346,6 +457,7 @@ impl PolicyStore {
     pub fn new(lookup: Arc<dyn SandboxLookup>) -> PolicyStore {
         PolicyStore {
             policies: RwLock::new(HashMap::new()),
+            injections: RwLock::new(HashMap::new()),
             lookup,
         }
     }
@@ -363,12 +475,55 @@ impl PolicyStore {
         Ok(())
     }
 
-    /// Forget a sandbox's policy (its traffic is then denied).
+    /// Forget a sandbox's policy and injections (its traffic is then denied).
     pub fn remove(&self, sandbox: &str) {
         self.policies
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(sandbox);
+        self.injections
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sandbox);
+    }
+
+    /// Set (replace) a sandbox's credential injections; applies to the next request. An
+    /// invalid injection (or a value under [`crate::dlp::MIN_SECRET_LEN`] bytes, which could
+    /// not be scanned for) fails the whole call and leaves the previous set in place.
+    pub fn set_injections(&self, sandbox: &str, list: Vec<Injection>) -> crate::Result<()> {
+        let mut map = self.injections.write().unwrap_or_else(|p| p.into_inner());
+        if list.is_empty() {
+            map.remove(sandbox);
+            return Ok(());
+        }
+        for inj in &list {
+            inj.validate().map_err(|message| crate::Error::Invalid {
+                field: "injection",
+                message,
+            })?;
+        }
+        let secrets = list
+            .iter()
+            .flat_map(|inj| {
+                [&inj.real, &inj.placeholder].map(|v| Secret {
+                    name: inj.secret.clone(),
+                    value: v.as_bytes().to_vec(),
+                    action: Action::Block,
+                })
+            })
+            .collect();
+        let scanner = Scanner::new(Vec::new(), secrets)?;
+        map.insert(sandbox.to_string(), Arc::new(Injections { list, scanner }));
+        Ok(())
+    }
+
+    /// A sandbox's injections.
+    pub fn injections(&self, sandbox: &str) -> Option<Arc<Injections>> {
+        self.injections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sandbox)
+            .cloned()
     }
 
     /// A sandbox's policy.
@@ -534,7 +689,8 @@ mod tests {
                 .set(
                     "sb1",
                     Policy {
-                        rules: vec![Rule::default()]
+                        rules: vec![Rule::default()],
+                        ..Policy::default()
                     }
                 )
                 .is_err()

@@ -131,6 +131,7 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
             Duration::from_millis(config.reconcile_interval_ms),
             stop.clone(),
         )),
+        tokio::spawn(network::dlp::run(state.clone(), stop.clone())),
     ];
     let router = router(state.clone());
     Ok((
@@ -259,6 +260,11 @@ pub async fn spawn(config: ServerConfig) -> Result<Running, Error> {
     let stop = CancellationToken::new();
     let stop2 = stop.clone();
     let server = tokio::spawn(async move {
+        // No Nagle delay: streamed responses (previews, tunnels, WebSockets) write small pieces
+        // that would otherwise wait for the client's delayed ACK (40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(stop2.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server failed");

@@ -30,6 +30,7 @@ fn main() {
         egress_log_pages_and_streams,
         restart_restores_networks,
         invalid_network_specs,
+        mode_switch_on_a_running_sandbox,
     ];
     runner::main(all);
 }
@@ -469,13 +470,44 @@ async fn invalid_network_specs() {
     }
     let (st, body) = s.post("/v1/sandboxes", &s.admin, json!({ "network": { "mode": "allowlist", "unknown": 1 } })).await;
     assert_error(st, &body, 422, "invalid_argument");
-    // A mode switch on a live sandbox is refused, nothing changes.
+    // Rules that do not validate change nothing.
     let (_, sb) = s.post("/v1/sandboxes", &s.admin, json!({})).await;
     let id = sb["id"].as_str().unwrap();
     let (st, body) = s
-        .call(Method::PUT, &format!("/v1/sandboxes/{id}/network"), &s.admin, Some(json!({ "mode": "allowlist" })))
+        .call(Method::PUT, &format!("/v1/sandboxes/{id}/network"), &s.admin, Some(json!({ "mode": "allowlist", "allow": ["bad domain"] })))
         .await;
-    assert_error(st, &body, 409, "conflict");
+    assert_error(st, &body, 422, "invalid_argument");
     let (_, got) = s.get(&format!("/v1/sandboxes/{id}"), &s.admin).await;
     assert_eq!(got["network"]["mode"], "none");
+}
+
+async fn mode_switch_on_a_running_sandbox() {
+    let n = net_server("10.210.7.0/24").await;
+    let s = &n.s;
+    let (st, sb) = s.post("/v1/sandboxes", &s.admin, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    put_file(s, &id, "/tmp/get.py", GET_PY).await;
+    assert!(!sh(s, &id, "cat /proc/net/dev").await.contains("eth0"));
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/network"),
+            &s.admin,
+            Some(json!({ "mode": "allowlist", "allow": ["api.fake.test"] })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(body["gateway"].is_string(), "{body}");
+    // No proxy variables in this sandbox: DNS and the transparent listener carry it.
+    assert_eq!(get(s, &id, "http://api.fake.test/late direct").await, "200 api /late");
+    assert!(get(s, &id, "http://other.fake.test/ direct").await.starts_with("ERR"));
+    let (st, _) = s
+        .call(Method::PUT, &format!("/v1/sandboxes/{id}/network"), &s.admin, Some(json!({ "mode": "none" })))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(!sh(s, &id, "cat /proc/net/dev").await.contains("eth0"));
+    let (_, got) = s.get(&format!("/v1/sandboxes/{id}/network"), &s.admin).await;
+    assert_eq!(got["network"]["mode"], "none");
+    assert!(got.get("gateway").is_none(), "{got}");
 }

@@ -6,11 +6,7 @@ mod common;
 #[path = "common/runner.rs"]
 mod runner;
 
-use std::future::Future;
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, assert_error, eventually};
@@ -776,7 +772,7 @@ async fn kill_9_of_the_server_keeps_sandbox_process_and_output() {
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let (mut child, s) = child_server(s.dir).await;
+    let (mut child, s) = child_server(s.stop().await).await;
     let out = surviving_output(&s, &k, &id, &pid).await;
     assert!(out.contains("before-kill"), "{out}");
     let (_, run) = exec(&s, &k, &id, "echo after-restart").await;

@@ -1,10 +1,15 @@
-//! HTTP on the gateway: transparent `:80` (Host header) and the proxy port (absolute-form and
-//! CONNECT). Every request on a connection is checked against the policy of the moment, so a
-//! keep-alive connection cannot carry a later request past a policy change or to another host.
+//! HTTP on the gateway: transparent `:80` (Host header), the proxy port (absolute-form and
+//! CONNECT) and intercepted TLS (Host = SNI). Every request on a connection is checked against
+//! the policy of the moment, so a keep-alive connection cannot carry a later request past a
+//! policy change or to another host.
 
 use super::egress::Pending;
+use super::intercept::{self, Mode};
 use super::upstream::{self, Pool, Target, strip_hop_by_hop};
-use super::{Allowed, BLOCK_HEADER, Blocked, EgressKind, Gateway, internal, is_internal, scan, sni, splice};
+use super::{
+    Allowed, BLOCK_HEADER, Blocked, EgressKind, EgressRecord, Gateway, internal, is_internal,
+    scan, sni, splice,
+};
 use crate::policy::Host;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
@@ -32,11 +37,21 @@ pub(crate) enum Via {
     },
     /// The proxy port.
     Proxy,
+    /// Intercepted TLS to `host:port` (the SNI, already checked).
+    Tls {
+        /// The TLS server name, lower case.
+        host: String,
+        /// The destination port.
+        port: u16,
+    },
 }
 
 impl Via {
     fn kind(&self) -> EgressKind {
-        EgressKind::Http
+        match self {
+            Via::Tls { .. } => EgressKind::Https,
+            _ => EgressKind::Http,
+        }
     }
 }
 
@@ -78,7 +93,7 @@ async fn handle(
             let b = Blocked::policy("CONNECT is only served on the proxy port");
             let host = req.uri().host().unwrap_or("");
             let port = req.uri().port_u16().unwrap_or(0);
-            let rec = gw.record_for("", EgressKind::Connect, None, host, port, None);
+            let rec = gw.record_for(None, EgressKind::Connect, None, host, port, None);
             gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
@@ -94,39 +109,45 @@ async fn handle(
                 .host()
                 .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
                 .unwrap_or("");
-            let rec = gw.record_for("", kind, Some(&method), hint, 0, Some(&path));
+            let rec = gw.record_for(None, kind, Some(&method), hint, 0, Some(&path));
             gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
-    if is_internal(&host) {
+    if is_internal(&host) && !matches!(via, Via::Tls { .. }) {
         return internal::serve(&gw, req, peer, port).await;
     }
-    let rec = gw.record_for("", kind, Some(&method), &host, port, Some(&path));
+    let inj = gw
+        .store()
+        .sandbox_for(peer.ip())
+        .and_then(|sb| gw.store().injections(&sb));
+    let inj = inj.as_deref();
+    let rec = gw.record_for(inj, kind, Some(&method), &host, port, Some(&path));
+    let (shown_host, shown_path) = (rec.host.clone(), rec.path.clone().unwrap_or_default());
     let allowed = match gw
         .authorize(peer.ip(), &host, port, Some(&method), Some(&path))
         .await
     {
         Ok(a) => a,
         Err(b) => {
-            tracing::info!(%peer, method, host = %gw.shown(&host), port, path = %gw.shown(&path), reason = %gw.shown(&b.reason), "http blocked");
+            tracing::info!(%peer, method, host = %shown_host, port, path = %shown_path, reason = %gw.shown(&b.reason), "http blocked");
             gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
-    let req = match scan::scan(&gw, req).await {
+    let req = match scan::scan(&gw, req, inj, &host, &path).await {
         Ok(r) => r,
         Err(b) => {
-            tracing::info!(sandbox = %allowed.sandbox, method, host = %gw.shown(&host), port, path = %gw.shown(&path), reason = %gw.shown(&b.reason), "http blocked by dlp");
+            tracing::info!(sandbox = %allowed.sandbox, method, host = %shown_host, port, path = %shown_path, reason = %gw.shown(&b.reason), "http blocked by dlp");
             gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
     };
-    tracing::info!(sandbox = %allowed.sandbox, method, host = %gw.shown(&host), port, path = %gw.shown(&path), rule = %allowed.rule, "http allowed");
+    tracing::info!(sandbox = %allowed.sandbox, method, host = %shown_host, port, path = %shown_path, rule = %allowed.rule, https = matches!(via, Via::Tls { .. }), "http allowed");
     let target = Target {
         host: host.clone(),
         port,
-        tls: false,
+        tls: matches!(via, Via::Tls { .. }),
     };
     exchange(&gw, req, &allowed, target, pool, rec).await
 }
@@ -139,11 +160,12 @@ async fn exchange(
     allowed: &Allowed,
     target: Target,
     pool: &Pool,
-    mut rec: super::EgressRecord,
+    mut rec: EgressRecord,
 ) -> Response<Body> {
     rec.sandbox = allowed.sandbox.clone();
     rec.allowed = true;
     rec.rule = Some(allowed.rule.clone());
+    let shown_host = rec.host.clone();
     let pending = gw.sink().map(|sink| Pending::new(sink.clone(), rec));
     let req = match &pending {
         Some(p) => {
@@ -180,7 +202,7 @@ async fn exchange(
             Response::from_parts(parts, body)
         }
         Err(b) => {
-            tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&target.host), reason = %gw.shown(&b.reason), "upstream failed");
+            tracing::info!(sandbox = %allowed.sandbox, host = %shown_host, reason = %gw.shown(&b.reason), "upstream failed");
             if let Some(mut p) = pending {
                 p.set_status(b.status);
                 p.set_reason(gw.shown(&b.reason));
@@ -195,6 +217,7 @@ fn destination(req: &Request<Incoming>, via: &Via) -> Result<(String, u16), Bloc
     let transparent_port = match via {
         Via::Http { port } => Some(*port),
         Via::Proxy => None,
+        Via::Tls { host, port } => return tls_destination(req, host, *port),
     };
     let host_header = match req
         .headers()
@@ -254,6 +277,30 @@ fn destination(req: &Request<Incoming>, via: &Via) -> Result<(String, u16), Bloc
     }
 }
 
+/// Inside intercepted TLS: origin-form only, and the Host header must name the SNI (and port).
+fn tls_destination(
+    req: &Request<Incoming>,
+    host: &str,
+    port: u16,
+) -> Result<(String, u16), Blocked> {
+    if req.uri().authority().is_some() {
+        return Err(Blocked::policy("absolute-form request inside TLS"));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let (Some(h), None) = (hosts.next(), hosts.next()) else {
+        return Err(Blocked::policy("an HTTPS request needs exactly one Host header"));
+    };
+    let h = h
+        .to_str()
+        .map_err(|_| Blocked::policy("Host header is not ASCII"))?;
+    if !same_authority(h, host, port, 443) {
+        return Err(Blocked::policy(
+            "Host header does not match the TLS server name (SNI)",
+        ));
+    }
+    Ok((host.to_string(), port))
+}
+
 /// `host[:port]` or `[v6][:port]`.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = s.strip_prefix('[') {
@@ -283,7 +330,8 @@ fn same_authority(header: &str, host: &str, port: u16, default_port: u16) -> boo
 }
 
 /// CONNECT: check the target, answer 200, then require a TLS ClientHello whose SNI is the
-/// CONNECT host (an IP-literal target allowed by a CIDR rule is spliced as is).
+/// CONNECT host, and intercept or splice it (an IP-literal target allowed by a CIDR rule is
+/// spliced as is).
 async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let Some(auth) = req.uri().authority().cloned() else {
         return blocked(&Blocked::policy("CONNECT needs host:port"));
@@ -296,13 +344,25 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let rec = gw.record_for("", EgressKind::Connect, None, &host, port, None);
+    let name = match Host::parse(&host) {
+        Ok(Host::Name(n)) => Some(n),
+        _ => None,
+    };
+    let mode = match &name {
+        Some(n) => gw.tls_mode_for(peer.ip(), n),
+        None => Mode::Passthrough,
+    };
+    let rec = gw.record_for(None, EgressKind::Connect, None, &host, port, None);
     let verdict = if is_internal(&host) {
         Err(Blocked::policy(
             "hutch.internal is served over plain HTTP only",
         ))
     } else {
-        gw.authorize(peer.ip(), &host, port, None, None).await
+        match &mode {
+            Mode::Refuse(reason) => Err(Blocked::policy(reason.clone())),
+            Mode::Intercept => gw.check_connection(peer.ip(), &host, port),
+            Mode::Passthrough => gw.authorize(peer.ip(), &host, port, None, None).await,
+        }
     };
     let allowed = match verdict {
         Ok(a) => a,
@@ -312,11 +372,7 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
             return blocked(&b);
         }
     };
-    let name = match Host::parse(&host) {
-        Ok(Host::Name(n)) => Some(n),
-        _ => None,
-    };
-    tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&host), port, rule = %allowed.rule, "connect allowed");
+    tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&host), port, rule = %allowed.rule, intercepted = (mode == Mode::Intercept), "connect allowed");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -335,7 +391,11 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
                 Ok(x) => x,
                 Err(e) => {
                     tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&name), error = %e, "connect tunnel blocked: not TLS");
-                    gw.record_blocked(peer.ip(), rec, &Blocked::policy("a CONNECT tunnel to a name must carry TLS"));
+                    gw.record_blocked(
+                        peer.ip(),
+                        rec,
+                        &Blocked::policy("a CONNECT tunnel to a name must carry TLS"),
+                    );
                     return;
                 }
             };
@@ -346,7 +406,15 @@ async fn connect(gw: Arc<Gateway>, mut req: Request<Incoming>, peer: SocketAddr)
             if hello.ech || !sni_ok {
                 tracing::info!(sandbox = %allowed.sandbox, host = %gw.shown(&name), sni = %gw.shown(hello.sni.as_deref().unwrap_or("")), ech = hello.ech,
                     "connect tunnel blocked: SNI does not match the CONNECT host");
-                gw.record_blocked(peer.ip(), rec, &Blocked::policy("the TLS SNI does not match the CONNECT host"));
+                gw.record_blocked(
+                    peer.ip(),
+                    rec,
+                    &Blocked::policy("the TLS SNI does not match the CONNECT host"),
+                );
+                return;
+            }
+            if mode == Mode::Intercept {
+                intercept::intercept(gw, client, bytes, peer, name, port).await;
                 return;
             }
             first = bytes;

@@ -1,7 +1,13 @@
 //! The egress gateway: the only thing a sandbox can talk to. It accepts plain HTTP (routed by
-//! Host header), TLS (routed by the SNI in the ClientHello, passed through without
-//! interception) and an HTTP proxy port (absolute-form requests and CONNECT), checks each
-//! request or connection against the sandbox's current policy, and connects upstream itself.
+//! Host header), TLS (routed by the SNI in the ClientHello) and an HTTP proxy port
+//! (absolute-form requests and CONNECT), checks each request or connection against the
+//! sandbox's current policy, and connects upstream itself.
+//!
+//! TLS (on `:443` and inside CONNECT tunnels) is intercepted when the gateway has a CA
+//! (`GatewayConfig::ca`): terminated with a minted certificate and served as HTTP, request by
+//! request. Hosts matching a passthrough pattern (operator's or the sandbox policy's) are
+//! spliced unread instead, unless the sandbox has a credential injected for them. Without a CA
+//! all TLS is spliced.
 //!
 //! Checks: the destination is allowed; the names agree (absolute URL host = Host header,
 //! CONNECT host = SNI); IP literals only through explicit CIDR rules; upstream addresses in
@@ -11,6 +17,7 @@
 
 mod egress;
 mod http;
+mod intercept;
 mod internal;
 mod resolve;
 mod scan;
@@ -23,8 +30,10 @@ pub use egress::{EgressKind, EgressRecord, EgressSink};
 pub use internal::{INTERNAL_HOST, INTERNAL_MAX_BODY, InternalFuture, InternalService, is_internal};
 pub use resolve::{ResolveFuture, Resolver, StaticResolver, SystemResolver};
 
+use crate::ca::Ca;
 use crate::dlp::Scanner;
-use crate::policy::{Decision, Host, PolicyStore, Request, is_special};
+use crate::policy::{Decision, Host, Injections, PolicyStore, Request, is_special};
+use intercept::Mode;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -55,6 +64,13 @@ pub struct GatewayConfig {
     pub sink: Option<Arc<dyn EgressSink>>,
     /// What answers `http://hutch.internal/` (`None`: 404).
     pub internal: Option<Arc<dyn InternalService>>,
+    /// The CA to intercept TLS with (`None`: TLS is passed through unread).
+    pub ca: Option<Arc<Ca>>,
+    /// Roots upstream certificates are verified against when intercepting (`None`: the
+    /// system's roots).
+    pub upstream_roots: Option<Arc<rustls::RootCertStore>>,
+    /// Domain patterns (`*`, `*.suffix` or exact) whose TLS is never intercepted.
+    pub passthrough: Vec<String>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -67,6 +83,9 @@ impl std::fmt::Debug for GatewayConfig {
             .field("max_scan_body", &self.max_scan_body)
             .field("sink", &self.sink.is_some())
             .field("internal", &self.internal.is_some())
+            .field("ca", &self.ca.is_some())
+            .field("upstream_roots", &self.upstream_roots.as_ref().map(|r| r.len()))
+            .field("passthrough", &self.passthrough)
             .finish()
     }
 }
@@ -81,6 +100,9 @@ impl Default for GatewayConfig {
             max_scan_body: 8 << 20,
             sink: None,
             internal: None,
+            ca: None,
+            upstream_roots: None,
+            passthrough: Vec::new(),
         }
     }
 }
@@ -147,6 +169,10 @@ pub struct Gateway {
     dlp: RwLock<Option<Arc<Scanner>>>,
     /// Redacts with the built-in rules when there is no DLP scanner.
     builtin: Option<Arc<Scanner>>,
+    /// TLS interception (when there is a CA).
+    tls: Option<intercept::Tls>,
+    /// Why interception failed to set up although a CA was given: all TLS is then refused.
+    tls_error: Option<String>,
     cfg: GatewayConfig,
 }
 
@@ -166,9 +192,21 @@ impl Gateway {
         cfg: GatewayConfig,
     ) -> Arc<Gateway> {
         let builtin = Scanner::with_builtin(Vec::new()).ok().map(Arc::new);
+        let (tls, tls_error) = match cfg.ca.clone() {
+            None => (None, None),
+            Some(ca) => match intercept::Tls::new(ca, cfg.upstream_roots.clone()) {
+                Ok(t) => (Some(t), None),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS interception unavailable: TLS refused");
+                    (None, Some(e))
+                }
+            },
+        };
         Arc::new(Gateway {
             dlp: RwLock::new(cfg.dlp.clone()),
             builtin,
+            tls,
+            tls_error,
             store,
             resolver,
             cfg,
@@ -263,6 +301,42 @@ impl Gateway {
         })
     }
 
+    /// Check a connection whose requests will each be authorized later (intercepted TLS):
+    /// destination and port only, nothing resolved yet.
+    pub(crate) fn check_connection(
+        &self,
+        peer: IpAddr,
+        host_raw: &str,
+        port: u16,
+    ) -> Result<Allowed, Blocked> {
+        let Some((sandbox, policy)) = self.store.for_peer(peer) else {
+            return Err(Blocked::policy(
+                "connection does not come from a known sandbox",
+            ));
+        };
+        let host = Host::parse(host_raw).map_err(Blocked::policy)?;
+        match policy.check_connection(&host, port) {
+            Decision::Allow { rule } => Ok(Allowed {
+                sandbox,
+                rule,
+                addrs: Vec::new(),
+            }),
+            Decision::Deny { reason } => Err(Blocked::policy(reason)),
+        }
+    }
+
+    /// How TLS from `peer` to the name `sni` is handled.
+    pub(crate) fn tls_mode_for(&self, peer: IpAddr, sni: &str) -> Mode {
+        match (self.store.for_peer(peer), Host::parse(sni)) {
+            (Some((sandbox, policy)), Ok(Host::Name(name))) => {
+                self.tls_mode(&sandbox, &policy, &name)
+            }
+            // Unknown peers are refused by the checks; IP literals need a CIDR rule and are
+            // never intercepted (no name to certify).
+            _ => Mode::Passthrough,
+        }
+    }
+
     /// Connect to the first reachable address.
     pub(crate) async fn connect(&self, addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
         use std::io::{Error, ErrorKind};
@@ -292,6 +366,15 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::shown`], also hiding a sandbox's injected credentials and placeholders.
+    pub(crate) fn shown_for(&self, inj: Option<&Injections>, text: &str) -> String {
+        let shown = self.shown(text);
+        match inj {
+            Some(i) => i.scanner.redact(&shown),
+            None => shown,
+        }
+    }
+
     pub(crate) fn sink(&self) -> Option<&Arc<dyn EgressSink>> {
         self.cfg.sink.as_ref()
     }
@@ -308,21 +391,10 @@ impl Gateway {
         self.cfg.client_timeout
     }
 
-    /// TLS to the upstream `host` over `tcp`.
-    pub(crate) async fn tls_connect(
-        &self,
-        host: &str,
-        _tcp: TcpStream,
-    ) -> Result<TcpStream, Blocked> {
-        Err(Blocked::upstream(format!(
-            "no TLS client configured for {host}"
-        )))
-    }
-
     /// A record for traffic of `sandbox` (host and path redacted; the path loses its query).
     pub(crate) fn record_for(
         &self,
-        sandbox: &str,
+        inj: Option<&Injections>,
         kind: EgressKind,
         method: Option<&str>,
         host: &str,
@@ -331,12 +403,12 @@ impl Gateway {
     ) -> EgressRecord {
         EgressRecord {
             time_ms: egress::now_ms(),
-            sandbox: sandbox.to_string(),
+            sandbox: String::new(),
             kind,
             method: method.map(str::to_string),
-            host: self.shown(host),
+            host: self.shown_for(inj, host),
             port,
-            path: path.map(|p| self.shown(p.split('?').next().unwrap_or(p))),
+            path: path.map(|p| self.shown_for(inj, p.split('?').next().unwrap_or(p))),
             status: None,
             bytes_sent: 0,
             bytes_received: 0,
@@ -359,8 +431,8 @@ impl Gateway {
         sink.record(rec);
     }
 
-    /// A transparent TLS connection: route by SNI, then splice.
-    async fn serve_tls(&self, mut client: TcpStream, peer: SocketAddr, port: u16) {
+    /// A transparent TLS connection: route by SNI, then intercept or splice.
+    async fn serve_tls(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr, port: u16) {
         let (hello_bytes, hello) = match sni::read_client_hello(
             &mut client,
             self.cfg.client_timeout,
@@ -373,6 +445,8 @@ impl Gateway {
                 return;
             }
         };
+        let sni = hello.sni.clone().unwrap_or_default();
+        let mode = self.tls_mode_for(peer.ip(), &sni);
         let verdict = match (&hello.sni, hello.ech) {
             (_, true) => Err(Blocked::policy(
                 "Encrypted Client Hello hides the destination",
@@ -381,14 +455,17 @@ impl Gateway {
             (Some(sni), false) if is_internal(sni) => Err(Blocked::policy(
                 "hutch.internal is served over plain HTTP only",
             )),
-            (Some(sni), false) => self.authorize(peer.ip(), sni, port, None, None).await,
+            (Some(_), false) => match &mode {
+                Mode::Refuse(reason) => Err(Blocked::policy(reason.clone())),
+                Mode::Intercept => self.check_connection(peer.ip(), &sni, port),
+                Mode::Passthrough => self.authorize(peer.ip(), &sni, port, None, None).await,
+            },
         };
-        let sni = hello.sni.as_deref().unwrap_or("");
-        let rec = self.record_for("", EgressKind::Tls, None, sni, port, None);
+        let rec = self.record_for(None, EgressKind::Tls, None, &sni, port, None);
         let allowed = match verdict {
             Ok(a) => a,
             Err(b) => {
-                tracing::info!(%peer, sni = %self.shown(sni), port, reason = %self.shown(&b.reason), "tls blocked");
+                tracing::info!(%peer, sni = %self.shown(&sni), port, reason = %self.shown(&b.reason), "tls blocked");
                 self.record_blocked(peer.ip(), rec, &b);
                 // TLS alert: fatal, access_denied.
                 let _ = client
@@ -397,8 +474,14 @@ impl Gateway {
                 return;
             }
         };
-        tracing::info!(sandbox = %allowed.sandbox, sni = %self.shown(sni), port, rule = %allowed.rule, "tls allowed");
-        splice(self, client, &allowed, &hello_bytes, rec).await;
+        if mode == Mode::Intercept {
+            tracing::debug!(sandbox = %allowed.sandbox, sni = %self.shown(&sni), port, "tls intercepted");
+            let host = sni.trim_end_matches('.').to_ascii_lowercase();
+            intercept::intercept(self, client, hello_bytes, peer, host, port).await;
+            return;
+        }
+        tracing::info!(sandbox = %allowed.sandbox, sni = %self.shown(&sni), port, rule = %allowed.rule, "tls allowed");
+        splice(&self, client, &allowed, &hello_bytes, rec).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! A networked sandbox's life in the control plane: placeholders at validation, addresses,
 //! files and policy before create, live updates, and restoring everything after a restart.
 
+use http_body_util::BodyExt;
 use hutch_api::network::NetworkSpec;
 use hutch_api::sandbox::SandboxState;
 use hutch_sandbox::SandboxSpec;
@@ -145,4 +146,67 @@ pub async fn restore(state: &AppState) -> AppResult<()> {
         .await
         .map_err(|e| AppError::internal(format!("network restore panicked: {e}")))?;
     Ok(())
+}
+
+/// Gives a running sandbox created without a network one (mode `none` → `allowlist`): link,
+/// listeners, `/etc/resolv.conf`, `/etc/hosts` and the CA bundle (written through its guest),
+/// and the policy. Processes already running keep their environment, so they reach the gateway
+/// through DNS and the transparent :80/:443 listeners rather than `HTTP_PROXY`.
+pub async fn attach(state: &AppState, record: &SandboxRecord, spec: &NetworkSpec) -> AppResult<()> {
+    let (network, engine) = (state.network().clone(), state.engine().clone());
+    let (id, template) = (record.id.clone(), record.template.clone());
+    let prepared = tokio::task::spawn_blocking(move || -> AppResult<super::Prepared> {
+        let bundle = engine
+            .templates()
+            .read_file(&template, SANDBOX_BUNDLE_PATH.trim_start_matches('/'))
+            .ok()
+            .flatten();
+        let prepared = network.prepare(&id, bundle)?;
+        let pid = engine.info(&id)?.pid;
+        network
+            .attach(&id, pid)
+            .map_err(|e| AppError::unavailable(format!("network setup: {e}")))?;
+        Ok(prepared)
+    })
+    .await
+    .map_err(|e| AppError::internal(format!("network setup panicked: {e}")))?;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            state.network().forget(&record.id);
+            return Err(e);
+        }
+    };
+    let result = async {
+        let guest = state.engine().guest(&record.id)?;
+        for f in &prepared.files {
+            let req = http::Request::builder()
+                .method(http::Method::PUT)
+                .uri(format!(
+                    "/files?path={}&mode={:o}",
+                    f.path.display(),
+                    f.mode
+                ))
+                .body(
+                    http_body_util::Full::new(bytes::Bytes::from(f.contents.clone()))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+                .map_err(|e| AppError::internal(e.to_string()))?;
+            let resp = guest.send(req).await?;
+            if !resp.status().is_success() {
+                return Err(AppError::unavailable(format!(
+                    "writing {} in the sandbox: {}",
+                    f.path.display(),
+                    resp.status()
+                )));
+            }
+        }
+        apply(state, &record.team_id, &record.id, spec).await
+    }
+    .await;
+    if result.is_err() {
+        state.network().forget(&record.id);
+    }
+    result
 }

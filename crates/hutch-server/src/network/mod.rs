@@ -9,12 +9,13 @@
 
 pub mod config;
 mod credentials;
+pub mod dlp;
 pub mod egress;
 pub mod internal;
 mod lifecycle;
 mod resolver;
 
-pub use lifecycle::{apply, assign_placeholders, prepare_create, restore};
+pub use lifecycle::{apply, assign_placeholders, attach, prepare_create, restore};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -283,6 +284,13 @@ impl Network {
         }
     }
 
+    /// Gives the running sandbox whose PID 1 is `pid` its link and listeners.
+    pub fn attach(&self, id: &str, pid: i32) -> Result<(), String> {
+        let mgr = self.manager()?;
+        let net = mgr.setup_sandbox(id, pid).map_err(|e| e.to_string())?;
+        self.listen(&net).map_err(|e| e.to_string())
+    }
+
     /// Binds the gateway and DNS on `net`'s gateway address.
     fn listen(&self, net: &SandboxNet) -> std::io::Result<()> {
         let _rt = self.runtime.enter();
@@ -432,7 +440,10 @@ pub fn policy_of(spec: &NetworkSpec) -> Result<Policy, String> {
             },
         });
     }
-    let policy = Policy { rules };
+    let policy = Policy {
+        rules,
+        ..Policy::default()
+    };
     policy.validate()?;
     Ok(policy)
 }

@@ -59,9 +59,10 @@ pub async fn get_network(
     Ok(Json(info(&state, &id, sb.network)))
 }
 
-/// Replace a sandbox's allowlist, credentials and passthrough list, live: new DNS queries,
-/// connections and requests follow it at once; open connections stay open. The mode is fixed
-/// at create.
+/// Replace a sandbox's network settings, live: new DNS queries, connections and requests follow
+/// them at once; open connections stay open (and each request on them is checked again).
+/// Switching `none` → `allowlist` gives a running sandbox its link (processes already running
+/// reach the gateway through DNS rather than `HTTP_PROXY`); `allowlist` → `none` removes it.
 #[utoipa::path(
     operation_id = "set_network",
     put, path = "/v1/sandboxes/{id}/network", tag = "network",
@@ -70,7 +71,7 @@ pub async fn get_network(
     responses(
         (status = 200, description = "Applied", body = NetworkInfo),
         (status = 404, description = "No such sandbox", body = ErrorBody),
-        (status = 409, description = "Mode change or sandbox not live", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
         (status = 422, description = "Invalid rules", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -88,14 +89,13 @@ pub async fn set_network(
             sb.state.as_str()
         )));
     }
-    if spec.mode != sb.network.mode {
+    crate::network::validate(&spec)?;
+    let switching = spec.is_networked() != sb.network.is_networked();
+    if switching && sb.state != SandboxState::Running {
         return Err(AppError::conflict(format!(
-            "the network mode is fixed at create (this sandbox is {:?}); change its rules instead \
-             (an empty allowlist allows nothing)",
-            sb.network.mode
+            "sandbox {id} must be running to change its network mode"
         )));
     }
-    crate::network::validate(&spec)?;
     // Bindings the sandbox already has keep their placeholders (its environment holds them).
     for c in spec.credentials.iter_mut() {
         c.placeholder = sb
@@ -106,7 +106,23 @@ pub async fn set_network(
             .and_then(|o| o.placeholder.clone());
     }
     crate::network::assign_placeholders(&mut spec)?;
-    apply_and_store(&state, &sb.team_id, &id, &spec).await?;
+    match (sb.network.is_networked(), spec.is_networked()) {
+        (false, true) => {
+            crate::network::attach(&state, &sb, &spec).await?;
+            apply_and_store(&state, &sb.team_id, &id, &spec).await?;
+        }
+        (true, false) => {
+            if !state.store().set_sandbox_network(&id, &spec).await? {
+                return Err(AppError::not_found(format!("sandbox {id} not found")));
+            }
+            let network = state.network().clone();
+            let id2 = id.clone();
+            tokio::task::spawn_blocking(move || network.forget(&id2))
+                .await
+                .map_err(|e| AppError::internal(format!("network teardown panicked: {e}")))?;
+        }
+        _ => apply_and_store(&state, &sb.team_id, &id, &spec).await?,
+    }
     events::emit(
         &state,
         &sb.team_id,

@@ -3,6 +3,7 @@
 
 mod api;
 mod engine;
+mod net;
 mod peers;
 mod stats;
 
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     /// Control plane over HTTP: time-to-interactive (create → exec → output), exec round trip,
     /// sustained create rate, against an in-process server on loopback.
     Api(api::ApiBenchArgs),
+    /// Sandbox networking: time a network adds to create, latency the gateway adds to a request.
+    Net(net::NetBenchArgs),
 }
 
 /// Arguments shared by the benchmarks.
@@ -36,5 +39,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Engine(a) => engine::run(a),
         BenchCommand::Api(a) => api::run(a),
+        BenchCommand::Net(a) => net::run(a),
     }
 }

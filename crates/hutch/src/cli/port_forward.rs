@@ -156,7 +156,8 @@ async fn forward(
             .headers_mut()
             .insert(http::header::AUTHORIZATION, value);
     }
-    let ws = match tokio_tungstenite::connect_async(request).await {
+    // No Nagle delay: small writes (a request, a half-close) must not wait for a delayed ACK.
+    let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
         Ok((ws, _)) => ws,
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();

@@ -1,0 +1,56 @@
+//! Keeps the gateway's DLP scanner in step with the registered secrets: any team's secret value
+//! leaving any sandbox is a leak. Rebuilt at start and after every secret change.
+
+use std::sync::Arc;
+
+use hutch_net::dlp::{Action, Scanner, Secret};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Shorter values are not matched as exact secrets: they would flag ordinary traffic.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// Rebuilds the scanner now and whenever the secrets change, until `stop`.
+pub async fn run(state: AppState, stop: CancellationToken) {
+    if !state.config().network.dlp {
+        return;
+    }
+    let mut changes = state.secrets().subscribe();
+    loop {
+        refresh(&state).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+async fn refresh(state: &AppState) {
+    let values = match state.secrets().all_values().await {
+        Ok(v) => v,
+        Err(e) => {
+            // Keep the previous scanner (built-in rules at least): never scan with less.
+            tracing::error!(error = %e.0.message, "DLP: cannot read the registered secrets");
+            return;
+        }
+    };
+    let secrets: Vec<Secret> = values
+        .into_iter()
+        .filter(|(_, _, v)| v.len() >= MIN_SECRET_LEN)
+        .map(|(_, name, value)| Secret {
+            name,
+            value: value.to_vec(),
+            action: Action::Block,
+        })
+        .collect();
+    let count = secrets.len();
+    match tokio::task::spawn_blocking(move || Scanner::with_builtin(secrets)).await {
+        Ok(Ok(scanner)) => {
+            state.network().gateway().set_dlp(Some(Arc::new(scanner)));
+            tracing::info!(secrets = count, "DLP scanner updated");
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "DLP: building the scanner"),
+        Err(e) => tracing::error!(error = %e, "DLP: building the scanner panicked"),
+    }
+}
