@@ -15,8 +15,8 @@ use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -150,9 +150,7 @@ impl Ca {
         // The certificate carries the key's public half (in its SubjectPublicKeyInfo).
         let public = ca_key.public_key_raw();
         if !cert_der.windows(public.len()).any(|w| w == public) {
-            return Err(ca_err(format!(
-                "{KEY_FILE} does not belong to {CERT_FILE}"
-            )));
+            return Err(ca_err(format!("{KEY_FILE} does not belong to {CERT_FILE}")));
         }
         let issuer = Issuer::from_ca_cert_der(&cert_der, ca_key)
             .map_err(|e| ca_err(format!("{CERT_FILE}: {e}")))?;

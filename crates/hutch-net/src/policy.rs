@@ -407,11 +407,17 @@ impl Injection {
                 self.domain
             ));
         }
-        if self.path_prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        if self
+            .path_prefix
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+        {
             return Err(format!("{name}: path_prefix must start with '/'"));
         }
         if http::HeaderValue::from_str(&self.value).is_err() {
-            return Err(format!("{name}: the header value is not a valid header value"));
+            return Err(format!(
+                "{name}: the header value is not a valid header value"
+            ));
         }
         if self.placeholder == self.real || !self.value.contains(&self.real) {
             return Err(format!(
@@ -669,6 +675,62 @@ mod tests {
             let p: Policy = serde_json::from_str(bad).expect("json");
             assert!(p.validate().is_err(), "{bad}");
         }
+    }
+
+    fn injection(domain: &str, real: &str, placeholder: &str) -> Injection {
+        Injection {
+            secret: "tok".into(),
+            domain: domain.into(),
+            path_prefix: Some("/v1/".into()),
+            header: http::header::AUTHORIZATION,
+            value: format!("Bearer {real}"),
+            real: real.into(),
+            placeholder: placeholder.into(),
+        }
+    }
+
+    #[test]
+    fn injections_validate_match_and_hide_values() {
+        let store = PolicyStore::new(Arc::new(StaticLookup::default()));
+        let good = injection("*.api.test", "real-Secret-123", "placeholder-456");
+        assert!(good.matches("x.api.test", "/v1/chat"));
+        assert!(!good.matches("x.api.test", "/v2/chat"));
+        assert!(!good.matches("api.test", "/v1/chat"));
+        let shown = format!("{good:?}");
+        assert!(!shown.contains("real-Secret") && !shown.contains("placeholder-456"));
+        store.set_injections("sb", vec![good]).expect("valid");
+        let inj = store.injections("sb").expect("set");
+        assert!(!inj.scanner.scan(b"x real-Secret-123 y").is_empty());
+        assert!(
+            !inj.scanner.scan(b"cGxhY2Vob2xkZXItNDU2").is_empty(),
+            "base64"
+        );
+        for bad in [
+            injection("*", "real-Secret-123", "placeholder-456"),
+            injection("bad domain", "real-Secret-123", "placeholder-456"),
+            injection("api.test", "short", "placeholder-456"),
+            injection("api.test", "same-value-1", "same-value-1"),
+        ] {
+            assert!(store.set_injections("sb", vec![bad]).is_err());
+        }
+        // A failed update keeps the previous set; remove() clears it.
+        assert!(store.injections("sb").is_some());
+        store.remove("sb");
+        assert!(store.injections("sb").is_none());
+    }
+
+    #[test]
+    fn passthrough_patterns() {
+        let p = policy(r#"{"rules":[],"passthrough":["pinned.test","*.bank.test"]}"#);
+        assert!(p.passes_through("PINNED.test."));
+        assert!(p.passes_through("www.bank.test"));
+        assert!(!p.passes_through("bank.test"));
+        let bad: Policy = serde_json::from_str(r#"{"passthrough":["not a name"]}"#).expect("json");
+        assert!(bad.validate().is_err());
+        assert_eq!(
+            serde_json::to_string(&Policy::default()).expect("json"),
+            r#"{"rules":[]}"#
+        );
     }
 
     #[test]

@@ -739,7 +739,10 @@ fn validate(spec: &SandboxSpec) -> Result<()> {
     validate_id(&spec.id)?;
     for f in &spec.files {
         let ok = f.path.is_absolute()
-            && f.path.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)))
+            && f.path
+                .components()
+                .skip(1)
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
             && f.path.components().count() > 1;
         if !ok {
             return Err(Error::Invalid {

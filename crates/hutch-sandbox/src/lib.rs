@@ -21,8 +21,7 @@ mod template;
 
 pub use engine::{
     Engine, EngineConfig, NetworkHook, RecoverReport, RuntimeState, SandboxInfo, SandboxSpec,
-    SeedFile,
-    SandboxStats,
+    SandboxStats, SeedFile,
 };
 pub use error::{Error, Result};
 pub use guest_client::{GuestBody, GuestClient};

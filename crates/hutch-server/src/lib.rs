@@ -89,11 +89,17 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
         message: format!("engine start-up panicked: {e}"),
     })??;
 
+    let ca_key = secrets
+        .derive_key(network::CA_KEY_LABEL)
+        .map_err(|e| Error::Config {
+            message: format!("gateway CA key: {e}"),
+        })?;
     let network = network::Network::new(
         &config.network,
         &data_dir,
         tokio::runtime::Handle::current(),
         store.clone(),
+        Some(&ca_key),
     )?;
     engine.set_network_hook(Arc::new(network::Hook(network.clone())));
     let state = AppState::new(

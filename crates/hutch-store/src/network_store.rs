@@ -41,8 +41,12 @@ pub trait NetworkStore: Send + Sync {
     /// The highest egress `seq` so far (0 when empty).
     async fn max_egress_seq(&self) -> Result<i64>;
     /// A sandbox's egress entries with `seq` above `after`, oldest first.
-    async fn list_egress(&self, sandbox_id: &str, after: i64, limit: u32)
-    -> Result<Vec<EgressEntry>>;
+    async fn list_egress(
+        &self,
+        sandbox_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<EgressEntry>>;
     /// Removes the egress entries of a sandbox (after it is deleted).
     async fn delete_egress(&self, sandbox_id: &str) -> Result<u64>;
 

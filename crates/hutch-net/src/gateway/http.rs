@@ -7,8 +7,8 @@ use super::egress::Pending;
 use super::intercept::{self, Mode};
 use super::upstream::{self, Pool, Target, strip_hop_by_hop};
 use super::{
-    Allowed, BLOCK_HEADER, Blocked, EgressKind, EgressRecord, Gateway, internal, is_internal,
-    scan, sni, splice,
+    Allowed, BLOCK_HEADER, Blocked, EgressKind, EgressRecord, Gateway, internal, is_internal, scan,
+    sni, splice,
 };
 use crate::policy::Host;
 use bytes::Bytes;
@@ -104,12 +104,18 @@ async fn handle(
         Ok(d) => d,
         Err(b) => {
             tracing::info!(%peer, method = %req.method(), reason = %gw.shown(&b.reason), "http blocked");
-            let hint = req
-                .uri()
-                .host()
-                .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
-                .unwrap_or("");
-            let rec = gw.record_for(None, kind, Some(&method), hint, 0, Some(&path));
+            // What the request named, as far as it can be told.
+            let (hint, port) = match via {
+                Via::Tls { host, port } => (host.as_str(), *port),
+                _ => (
+                    req.uri()
+                        .host()
+                        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))
+                        .unwrap_or(""),
+                    0,
+                ),
+            };
+            let rec = gw.record_for(None, kind, Some(&method), hint, port, Some(&path));
             gw.record_blocked(peer.ip(), rec, &b);
             return blocked(&b);
         }
@@ -288,7 +294,9 @@ fn tls_destination(
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     let (Some(h), None) = (hosts.next(), hosts.next()) else {
-        return Err(Blocked::policy("an HTTPS request needs exactly one Host header"));
+        return Err(Blocked::policy(
+            "an HTTPS request needs exactly one Host header",
+        ));
     };
     let h = h
         .to_str()

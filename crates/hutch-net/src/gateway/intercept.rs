@@ -156,8 +156,8 @@ impl Gateway {
 }
 
 /// Terminate the client's TLS (whose ClientHello, already read, is `hello`) for `host:port`
-/// and serve the HTTP inside. Boxed: it runs inside CONNECT handling, which it also reaches
-/// (HTTP served over it), and a recursive future type needs a name.
+/// and serve the HTTP inside. Boxed: CONNECT handling runs it, and the HTTP it serves handles
+/// CONNECT, so the future types would otherwise contain themselves.
 pub(crate) fn intercept<S>(
     gw: Arc<Gateway>,
     client: S,

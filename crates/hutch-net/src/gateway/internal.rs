@@ -31,7 +31,8 @@ pub trait InternalService: Send + Sync {
 
 /// Whether `host` (as in a Host header, URL, SNI or DNS query) names `hutch.internal`.
 pub fn is_internal(host: &str) -> bool {
-    host.trim_end_matches('.').eq_ignore_ascii_case(INTERNAL_HOST)
+    host.trim_end_matches('.')
+        .eq_ignore_ascii_case(INTERNAL_HOST)
 }
 
 /// Serve a request for `hutch.internal` arriving on port `port` from `peer`.

@@ -27,7 +27,9 @@ mod upstream;
 
 pub(crate) use egress::now_ms;
 pub use egress::{EgressKind, EgressRecord, EgressSink};
-pub use internal::{INTERNAL_HOST, INTERNAL_MAX_BODY, InternalFuture, InternalService, is_internal};
+pub use internal::{
+    INTERNAL_HOST, INTERNAL_MAX_BODY, InternalFuture, InternalService, is_internal,
+};
 pub use resolve::{ResolveFuture, Resolver, StaticResolver, SystemResolver};
 
 use crate::ca::Ca;
@@ -53,9 +55,8 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// How long a client may take to send its request head or ClientHello.
     pub client_timeout: Duration,
-    /// DLP for requests the gateway can read (plain HTTP; TLS needs interception, not built
-    /// yet): URL, every header and the body. `None`: no scanning. Replace it later with
-    /// [`Gateway::set_dlp`].
+    /// DLP for requests the gateway can read (plain HTTP and intercepted HTTPS): URL, every
+    /// header and the body. `None`: no scanning. Replace it later with [`Gateway::set_dlp`].
     pub dlp: Option<Arc<Scanner>>,
     /// Largest request body scanned; a larger one is blocked when DLP is on (fail closed), as
     /// is any compressed body.
@@ -84,7 +85,10 @@ impl std::fmt::Debug for GatewayConfig {
             .field("sink", &self.sink.is_some())
             .field("internal", &self.internal.is_some())
             .field("ca", &self.ca.is_some())
-            .field("upstream_roots", &self.upstream_roots.as_ref().map(|r| r.len()))
+            .field(
+                "upstream_roots",
+                &self.upstream_roots.as_ref().map(|r| r.len()),
+            )
             .field("passthrough", &self.passthrough)
             .finish()
     }

@@ -84,8 +84,9 @@ pub(crate) async fn scan(
         if done.contains(&&m.header) {
             continue; // the first matching injection for a header wins
         }
-        let value = HeaderValue::from_str(&m.value)
-            .map_err(|_| Blocked::policy(format!("credential {} is not a header value", m.secret)))?;
+        let value = HeaderValue::from_str(&m.value).map_err(|_| {
+            Blocked::policy(format!("credential {} is not a header value", m.secret))
+        })?;
         parts.headers.insert(m.header.clone(), value);
         done.push(&m.header);
     }
@@ -113,7 +114,11 @@ fn injected_verdict(findings: Vec<Finding>, place: &str) -> Result<(), Blocked> 
         return Ok(());
     };
     let name = f.rule_id.strip_prefix("secret:").unwrap_or(&f.rule_id);
-    tracing::warn!(secret = name, place, "injected credential outside its injection");
+    tracing::warn!(
+        secret = name,
+        place,
+        "injected credential outside its injection"
+    );
     Err(Blocked::policy(format!(
         "{place} carries the secret {name}, which only the gateway may send, and only to its \
          own destination (exfiltration)"

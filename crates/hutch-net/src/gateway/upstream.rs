@@ -82,12 +82,13 @@ pub(crate) async fn forward(
     let mut req = Request::from_parts(parts, body);
 
     let kept = pool.0.lock().await.take();
-    if let Some(mut kept) = kept.filter(|k| {
-        k.target == *target && k.addrs == allowed.addrs && !k.sender.is_closed()
-    }) && matches!(
-        tokio::time::timeout(REUSE_WAIT, kept.sender.ready()).await,
-        Ok(Ok(()))
-    ) {
+    if let Some(mut kept) =
+        kept.filter(|k| k.target == *target && k.addrs == allowed.addrs && !k.sender.is_closed())
+        && matches!(
+            tokio::time::timeout(REUSE_WAIT, kept.sender.ready()).await,
+            Ok(Ok(()))
+        )
+    {
         match kept.sender.try_send_request(req).await {
             Ok(resp) => {
                 *pool.0.lock().await = Some(kept);

@@ -1,5 +1,6 @@
-//! Keeps the gateway's DLP scanner in step with the registered secrets: any team's secret value
-//! leaving any sandbox is a leak. Rebuilt at start and after every secret change.
+//! Keeps the gateway in step with the registered secrets: the DLP scanner (any team's secret
+//! value leaving any sandbox is a leak) and the credential injections of live sandboxes. Both
+//! are refreshed at start and after every secret change.
 
 use std::sync::Arc;
 
@@ -13,12 +14,14 @@ pub const MIN_SECRET_LEN: usize = 8;
 
 /// Rebuilds the scanner now and whenever the secrets change, until `stop`.
 pub async fn run(state: AppState, stop: CancellationToken) {
-    if !state.config().network.dlp {
-        return;
-    }
     let mut changes = state.secrets().subscribe();
+    let mut first = true;
     loop {
         refresh(&state).await;
+        if !first {
+            super::lifecycle::refresh_credentials(&state).await;
+        }
+        first = false;
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
@@ -27,6 +30,9 @@ pub async fn run(state: AppState, stop: CancellationToken) {
 }
 
 async fn refresh(state: &AppState) {
+    if !state.config().network.dlp {
+        return;
+    }
     let values = match state.secrets().all_values().await {
         Ok(v) => v,
         Err(e) => {

@@ -104,7 +104,10 @@ impl Internal {
             }
             (Method::GET, ["v1", "policy"]) => {
                 let policy = self.policies.get(&sandbox).unwrap_or_default();
-                respond(StatusCode::OK, json!({ "sandbox_id": sandbox, "rules": policy.rules }))
+                respond(
+                    StatusCode::OK,
+                    json!({ "sandbox_id": sandbox, "rules": policy.rules }),
+                )
             }
             (Method::POST, ["v1", "access-requests"]) => self.create(sandbox, req.body()).await,
             (Method::GET, ["v1", "access-requests"]) => self.list(&sandbox).await,
@@ -118,7 +121,10 @@ impl Internal {
                     .min(MAX_WAIT);
                 self.get(&sandbox, id, wait).await
             }
-            _ => error(ErrorCode::NotFound, format!("no route for {path}; see GET /")),
+            _ => error(
+                ErrorCode::NotFound,
+                format!("no route for {path}; see GET /"),
+            ),
         }
     }
 
@@ -209,11 +215,19 @@ impl Internal {
         loop {
             let approval = match self.store.get_approval(id).await {
                 Ok(Some((_, a))) if a.sandbox_id == sandbox => a,
-                Ok(_) => return error(ErrorCode::NotFound, format!("access request {id} not found")),
+                Ok(_) => {
+                    return error(
+                        ErrorCode::NotFound,
+                        format!("access request {id} not found"),
+                    );
+                }
                 Err(e) => return error(ErrorCode::Unavailable, format!("store: {e}")),
             };
             if approval.state != ApprovalState::Pending || tokio::time::Instant::now() >= deadline {
-                return respond(StatusCode::OK, serde_json::to_value(&approval).unwrap_or_default());
+                return respond(
+                    StatusCode::OK,
+                    serde_json::to_value(&approval).unwrap_or_default(),
+                );
             }
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -234,7 +248,11 @@ fn check_request(req: &AccessRequest) -> Result<(), String> {
     ) {
         return Err("host must be a domain name (exact or *.example.com)".into());
     }
-    if req.path.as_deref().is_some_and(|p| !p.starts_with('/') || p.len() > 1024) {
+    if req
+        .path
+        .as_deref()
+        .is_some_and(|p| !p.starts_with('/') || p.len() > 1024)
+    {
         return Err("path must start with '/' (at most 1024 bytes)".into());
     }
     if req.ports.len() > 16 || req.ports.contains(&0) {

@@ -34,10 +34,16 @@ pub fn assign_placeholders(spec: &mut NetworkSpec) -> AppResult<()> {
     for (i, c) in spec.credentials.iter_mut().enumerate() {
         let field = format!("credentials[{i}]");
         if c.secret.is_empty() || c.secret.len() > 128 {
-            return Err(AppError::invalid("network", format!("{field}: bad secret name")));
+            return Err(AppError::invalid(
+                "network",
+                format!("{field}: bad secret name"),
+            ));
         }
         if axum::http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
-            return Err(AppError::invalid("network", format!("{field}: bad header name")));
+            return Err(AppError::invalid(
+                "network",
+                format!("{field}: bad header name"),
+            ));
         }
         if !c.template.contains("{secret}") {
             return Err(AppError::invalid(
@@ -45,7 +51,10 @@ pub fn assign_placeholders(spec: &mut NetworkSpec) -> AppResult<()> {
                 format!("{field}: template must contain {{secret}}"),
             ));
         }
-        if c.path_prefix.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        if c.path_prefix
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+        {
             return Err(AppError::invalid(
                 "network",
                 format!("{field}: path_prefix must start with '/'"),
@@ -54,7 +63,10 @@ pub fn assign_placeholders(spec: &mut NetworkSpec) -> AppResult<()> {
         if let Some(env) = &c.env
             && !is_env_name(env)
         {
-            return Err(AppError::invalid("network", format!("{field}: bad env name")));
+            return Err(AppError::invalid(
+                "network",
+                format!("{field}: bad env name"),
+            ));
         }
         let bare = c.host.strip_prefix("*.").unwrap_or(&c.host);
         if !matches!(
@@ -91,12 +103,19 @@ pub async fn prepare_create(
     let (network, engine) = (state.network().clone(), state.engine().clone());
     let (id, template) = (record.id.clone(), record.template.clone());
     let prepared = tokio::task::spawn_blocking(move || {
-        let bundle = engine
-            .templates()
-            .read_file(&template, SANDBOX_BUNDLE_PATH.trim_start_matches('/'))
-            .ok()
-            .flatten();
-        network.prepare(&id, bundle)
+        let started = std::time::Instant::now();
+        let bundle = if network.has_ca() {
+            engine
+                .templates()
+                .read_file(&template, SANDBOX_BUNDLE_PATH.trim_start_matches('/'))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let p = network.prepare(&id, bundle);
+        tracing::debug!(sandbox = %id, elapsed_us = started.elapsed().as_micros() as u64, "network prepared");
+        p
     })
     .await
     .map_err(|e| AppError::internal(format!("network setup panicked: {e}")))??;
@@ -116,12 +135,43 @@ pub async fn prepare_create(
 /// DNS query, connection and request.
 pub async fn apply(state: &AppState, team_id: &str, id: &str, spec: &NetworkSpec) -> AppResult<()> {
     let policy = validate(spec)?;
-    let _injections = super::credentials::injections(state, team_id, spec).await?;
+    let injections = super::credentials::injections(state, team_id, spec).await?;
     let policies = state.network().policies();
+    policies
+        .set_injections(id, injections)
+        .map_err(|e| AppError::invalid("network", e.to_string()))?;
     policies
         .set(id, policy)
         .map_err(|e| AppError::invalid("network", e.to_string()))?;
     Ok(())
+}
+
+/// After a secret changed: live sandboxes with credential bindings get the current values. A
+/// binding whose secret is gone loses its injection (its requests go out without the header).
+pub async fn refresh_credentials(state: &AppState) {
+    let live = match state
+        .store()
+        .list_sandboxes(&SandboxFilter {
+            states: vec![SandboxState::Running, SandboxState::Paused],
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "refreshing credential injections");
+            return;
+        }
+    };
+    for sb in live.iter().filter(|sb| !sb.network.credentials.is_empty()) {
+        if let Err(e) = apply(state, &sb.team_id, &sb.id, &sb.network).await {
+            tracing::warn!(sandbox = %sb.id, error = %e.0.message, "credential injection removed");
+            let _ = state
+                .network()
+                .policies()
+                .set_injections(&sb.id, Vec::new());
+        }
+    }
 }
 
 /// After a restart: policies for every live networked sandbox, listeners on their links, and
@@ -130,7 +180,11 @@ pub async fn restore(state: &AppState) -> AppResult<()> {
     let live = state
         .store()
         .list_sandboxes(&SandboxFilter {
-            states: vec![SandboxState::Running, SandboxState::Paused, SandboxState::Starting],
+            states: vec![
+                SandboxState::Running,
+                SandboxState::Paused,
+                SandboxState::Starting,
+            ],
             ..Default::default()
         })
         .await?;

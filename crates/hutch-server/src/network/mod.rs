@@ -36,6 +36,9 @@ pub use config::NetworkConfig;
 
 use crate::error::{AppError, AppResult, Error};
 
+/// HKDF label of the key that seals the gateway CA's private key.
+pub const CA_KEY_LABEL: &str = "hutch/gateway/ca-key/v1";
+
 /// Modes a sandbox's network can be in.
 pub const MODES: &[&str] = &["none", "allowlist"];
 
@@ -97,6 +100,7 @@ impl Network {
         data_dir: &Path,
         runtime: tokio::runtime::Handle,
         store: Arc<dyn hutch_store::Store>,
+        ca_key: Option<&[u8; 32]>,
     ) -> Result<Arc<Network>, Error> {
         let bad = |message: String| Error::Config { message };
         let pool: Pool = cfg
@@ -145,9 +149,9 @@ impl Network {
         };
         let policies = Arc::new(PolicyStore::new(lookup));
         let dlp = if cfg.dlp {
-            Some(Arc::new(Scanner::with_builtin(Vec::new()).map_err(|e| {
-                bad(format!("DLP rules: {e}"))
-            })?))
+            Some(Arc::new(
+                Scanner::with_builtin(Vec::new()).map_err(|e| bad(format!("DLP rules: {e}")))?,
+            ))
         } else {
             None
         };
@@ -158,6 +162,22 @@ impl Network {
             policies.clone(),
             decisions.clone(),
         ));
+        // The installation's CA: created once, its key sealed with a key derived from the
+        // secrets key. Failing to load an existing one stops the server (fail closed).
+        let ca = match (cfg.intercept_tls, ca_key) {
+            (true, Some(key)) => Some(Arc::new(
+                hutch_net::ca::Ca::load_or_create(data_dir, key)
+                    .map_err(|e| bad(format!("gateway CA: {e}")))?,
+            )),
+            _ => None,
+        };
+        let upstream_roots = if cfg.upstream_ca_files.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                upstream_roots(&cfg.upstream_ca_files).map_err(bad)?,
+            ))
+        };
         let gateway = Gateway::new(
             policies.clone(),
             Arc::new(resolver::HostsThenSystem::new(&cfg.hosts).map_err(bad)?),
@@ -166,6 +186,9 @@ impl Network {
                 dlp,
                 sink: Some(egress.clone()),
                 internal: Some(Arc::new(internal::Service(internal))),
+                ca: ca.clone(),
+                upstream_roots,
+                passthrough: cfg.passthrough.clone(),
                 ..GatewayConfig::default()
             },
         );
@@ -180,7 +203,7 @@ impl Network {
             listeners: Mutex::new(HashMap::new()),
             runtime,
             proxy_port: cfg.proxy_port,
-            ca_pem: None,
+            ca_pem: ca.map(|c| c.cert_pem().to_owned()),
         }))
     }
 
@@ -209,6 +232,11 @@ impl Network {
         &self.gateway
     }
 
+    /// Whether sandboxes get the installation's CA (TLS interception is on).
+    pub fn has_ca(&self) -> bool {
+        self.ca_pem.is_some()
+    }
+
     /// A sandbox's link, if it has one.
     pub fn link(&self, id: &str) -> Option<SandboxNet> {
         self.manager.as_ref().ok().and_then(|m| m.get(id))
@@ -217,7 +245,9 @@ impl Network {
     /// Reserves `id`'s addresses and returns the environment and files it starts with.
     pub fn prepare(&self, id: &str, template_bundle: Option<Vec<u8>>) -> AppResult<Prepared> {
         let mgr = self.manager().map_err(|why| {
-            AppError::unavailable(format!("sandbox networking is not available on this host: {why}"))
+            AppError::unavailable(format!(
+                "sandbox networking is not available on this host: {why}"
+            ))
         })?;
         let net = mgr
             .reserve(id)
@@ -377,6 +407,44 @@ impl Network {
     }
 }
 
+/// The system roots plus the operator's extra CA files, for upstream TLS.
+fn upstream_roots(files: &[PathBuf]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for f in files {
+        let pem = std::fs::read(f)
+            .map_err(|e| format!("network.upstream_ca_files: {}: {e}", f.display()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile_certs(&pem) {
+            roots
+                .add(cert)
+                .map_err(|e| format!("network.upstream_ca_files: {}: {e}", f.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "network.upstream_ca_files: {} holds no certificate",
+                f.display()
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+/// The certificates in a PEM bundle.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(|c| c.ok())
+        .collect()
+}
+
 /// Aborts the tasks and waits (briefly) until their sockets are closed, so the addresses can
 /// be bound again by the next sandbox that gets them.
 fn stop(l: Listeners) {
@@ -404,9 +472,17 @@ impl hutch_sandbox::NetworkHook for Hook {
         let net = mgr
             .setup_netns(id, netns)
             .map_err(|e| fail("network", e.to_string()))?;
-        self.0
+        let started = std::time::Instant::now();
+        let r = self
+            .0
             .listen(&net)
-            .map_err(|e| fail("gateway listeners", e.to_string()))
+            .map_err(|e| fail("gateway listeners", e.to_string()));
+        tracing::debug!(
+            sandbox = id,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "gateway listeners bound"
+        );
+        r
     }
 
     fn teardown(&self, id: &str) -> hutch_sandbox::Result<()> {
@@ -442,7 +518,11 @@ pub fn policy_of(spec: &NetworkSpec) -> Result<Policy, String> {
     }
     let policy = Policy {
         rules,
-        ..Policy::default()
+        passthrough: spec
+            .passthrough
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .collect(),
     };
     policy.validate()?;
     Ok(policy)

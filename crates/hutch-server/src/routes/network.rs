@@ -316,9 +316,10 @@ pub async fn list_approvals(
 ) -> AppResult<Json<Page<Approval>>> {
     let st = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(ApprovalState::parse(s).ok_or_else(|| {
-            AppError::invalid("state", "must be pending, approved or denied")
-        })?),
+        Some(s) => Some(
+            ApprovalState::parse(s)
+                .ok_or_else(|| AppError::invalid("state", "must be pending, approved or denied"))?,
+        ),
     };
     let items = state
         .store()
@@ -338,7 +339,9 @@ pub async fn list_approvals(
 async fn load_approval(state: &AppState, caller: &Caller, id: &str) -> AppResult<Approval> {
     match state.store().get_approval(id).await? {
         Some((team, a)) if team == caller.team_id => Ok(a),
-        _ => Err(AppError::not_found(format!("access request {id} not found"))),
+        _ => Err(AppError::not_found(format!(
+            "access request {id} not found"
+        ))),
     }
 }
 
@@ -427,9 +430,9 @@ pub async fn approve(
         methods: req.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
         paths: path.into_iter().collect(),
     };
-    let sb = load(&state, &caller, &a.sandbox_id).await.map_err(|_| {
-        AppError::conflict(format!("sandbox {} no longer exists", a.sandbox_id))
-    })?;
+    let sb = load(&state, &caller, &a.sandbox_id)
+        .await
+        .map_err(|_| AppError::conflict(format!("sandbox {} no longer exists", a.sandbox_id)))?;
     if !sb.network.is_networked() {
         return Err(AppError::conflict(format!(
             "sandbox {} has no network",

@@ -209,7 +209,12 @@ async fn create_task(
             state.network().forget(&id);
             state
                 .store()
-                .set_sandbox_state(&id, &[SandboxState::Starting], SandboxState::Error, Some(&e.0.message))
+                .set_sandbox_state(
+                    &id,
+                    &[SandboxState::Starting],
+                    SandboxState::Error,
+                    Some(&e.0.message),
+                )
                 .await?;
             return Err(e);
         }

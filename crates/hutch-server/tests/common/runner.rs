@@ -121,4 +121,3 @@ pub fn guest_main(args: &[String]) {
         hutch_guest::serve(listener, config, ready).await.unwrap();
     });
 }
-

@@ -76,10 +76,17 @@ fn fetch(addr: SocketAddr, host: &str) -> Result<Duration> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /bench HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET /bench HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
-    ensure!(out.starts_with(b"HTTP/1.1 200"), "answer: {}", String::from_utf8_lossy(&out));
+    ensure!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "answer: {}",
+        String::from_utf8_lossy(&out)
+    );
     Ok(t.elapsed())
 }
 
@@ -93,10 +100,16 @@ async fn bench(a: &NetBenchArgs) -> Result<()> {
     let mut config = ServerConfig::load(None, overrides).context("config")?;
     config.network.pool = a.pool.clone();
     config.network.allow_upstream = vec!["127.0.0.1/32".into()];
-    config.network.hosts.insert("bench.test".into(), vec![up.to_string()]);
+    config
+        .network
+        .hosts
+        .insert("bench.test".into(), vec![up.to_string()]);
     let server = hutch_server::spawn(config).await.context("start server")?;
     let http = reqwest::Client::new();
-    let key = server.admin_key.clone().context("fresh data dir has an admin key")?;
+    let key = server
+        .admin_key
+        .clone()
+        .context("fresh data dir has an admin key")?;
     let base = server.url();
     println!(
         "hutch bench net: in-process server on {} ({} cores), upstream {up}",

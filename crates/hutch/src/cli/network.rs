@@ -98,14 +98,31 @@ fn egress_row(t: &mut Table, e: &EgressEntry) {
         e.time.format("%H:%M:%S%.3f").to_string(),
         e.kind.clone(),
         e.method.clone().unwrap_or_default(),
-        format!("{}:{}{}", e.host, e.port, e.path.clone().unwrap_or_default()),
+        format!(
+            "{}:{}{}",
+            e.host,
+            e.port,
+            e.path.clone().unwrap_or_default()
+        ),
         e.status.map(|s| s.to_string()).unwrap_or_default(),
         e.decision.clone(),
-        e.rule.clone().or_else(|| e.reason.clone()).unwrap_or_default(),
+        e.rule
+            .clone()
+            .or_else(|| e.reason.clone())
+            .unwrap_or_default(),
     ]);
 }
 
-const EGRESS_COLUMNS: &[&str] = &["SEQ", "TIME", "KIND", "METHOD", "DESTINATION", "STATUS", "DECISION", "RULE/REASON"];
+const EGRESS_COLUMNS: &[&str] = &[
+    "SEQ",
+    "TIME",
+    "KIND",
+    "METHOD",
+    "DESTINATION",
+    "STATUS",
+    "DECISION",
+    "RULE/REASON",
+];
 
 /// `hutch egress ID [-f]`.
 pub async fn egress(args: EgressArgs) -> anyhow::Result<()> {
@@ -115,7 +132,10 @@ pub async fn egress(args: EgressArgs) -> anyhow::Result<()> {
     if !args.follow {
         loop {
             let page: Page<EgressEntry> = client
-                .get_json(&path, &[("after", after.to_string()), ("limit", "500".into())])
+                .get_json(
+                    &path,
+                    &[("after", after.to_string()), ("limit", "500".into())],
+                )
                 .await?;
             let mut t = Table::new(EGRESS_COLUMNS);
             for e in &page.items {
@@ -224,7 +244,15 @@ pub enum ApprovalsCmd {
 }
 
 fn approvals_table(items: &[Approval]) -> Table {
-    let mut t = Table::new(&["ID", "SANDBOX", "STATE", "HOST", "PATH", "JUSTIFICATION", "CREATED"]);
+    let mut t = Table::new(&[
+        "ID",
+        "SANDBOX",
+        "STATE",
+        "HOST",
+        "PATH",
+        "JUSTIFICATION",
+        "CREATED",
+    ]);
     for a in items {
         t.row(vec![
             a.id.clone(),
@@ -258,18 +286,32 @@ pub async fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
                 print!("{}", approvals_table(&page.items).render());
             }
         }
-        ApprovalsCmd::Approve { id, host, path, methods, note } => {
+        ApprovalsCmd::Approve {
+            id,
+            host,
+            path,
+            methods,
+            note,
+        } => {
             let a: Approval = client
                 .post_json(
                     &format!("/v1/approvals/{}/approve", seg(&id)),
-                    &ApproveRequest { host, path, methods, note },
+                    &ApproveRequest {
+                        host,
+                        path,
+                        methods,
+                        note,
+                    },
                 )
                 .await?;
             println!("{} approved for sandbox {}", a.id, a.sandbox_id);
         }
         ApprovalsCmd::Deny { id, note } => {
             let a: Approval = client
-                .post_json(&format!("/v1/approvals/{}/deny", seg(&id)), &DenyRequest { note })
+                .post_json(
+                    &format!("/v1/approvals/{}/deny", seg(&id)),
+                    &DenyRequest { note },
+                )
                 .await?;
             println!("{} denied", a.id);
         }
@@ -322,9 +364,16 @@ pub async fn request_access(args: RequestAccessArgs) -> anyhow::Result<i32> {
         while a.state == hutch_api::network::ApprovalState::Pending
             && std::time::Instant::now() < deadline
         {
-            let left = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs()
+                .max(1);
             a = http
-                .get(format!("{base}/v1/access-requests/{}?wait={}", a.id, left.min(300)))
+                .get(format!(
+                    "{base}/v1/access-requests/{}?wait={}",
+                    a.id,
+                    left.min(300)
+                ))
                 .timeout(Duration::from_secs(left.min(300) + 10))
                 .send()
                 .await?

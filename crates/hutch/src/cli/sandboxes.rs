@@ -1,8 +1,8 @@
 //! Sandbox lifecycle: `create`, `ls`, `inspect`, `rm`, `pause`, `resume`, `keepalive`, `timeout`.
 
 use anyhow::Context;
-use hutch_api::network::{AllowRule, NetworkSpec};
 use clap::Args;
+use hutch_api::network::{AllowRule, NetworkSpec};
 use hutch_api::sandbox::{CreateSandbox, Page, Sandbox, SandboxState, SetTimeout};
 
 use super::client::{Client, decode_json, is_not_found, seg};
