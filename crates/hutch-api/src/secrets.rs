@@ -32,6 +32,10 @@ pub struct Secret {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Domains the value may be injected into by the egress gateway (exact or
+    /// `*.example.com`). Empty: the secret cannot be bound to any sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     pub created_at: DateTime<Utc>,
     /// When the value or the description last changed.
     pub updated_at: DateTime<Utc>,
@@ -49,6 +53,11 @@ pub struct CreateSecret {
     /// Up to 1 KiB of free text. Must not contain the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Domains the value may be sent to (exact or `*.example.com`, at most 32). A sandbox's
+    /// credential binding must name one of them: whoever can edit a sandbox's network cannot
+    /// send the value anywhere else (e.g. to a server that echoes it back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// `PUT /v1/secrets/{name}`: rotate the value.
@@ -61,6 +70,9 @@ pub struct UpdateSecret {
     /// A new description (`""` clears it); omitted keeps the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// New allowed hosts; omitted keeps the current ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
 }
 
 // Hand-written so a value can never reach a log line through `{:?}`.

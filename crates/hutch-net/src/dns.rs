@@ -3,7 +3,8 @@
 //! other name and every other record type (no TXT tunnels, no answers for
 //! `<data>.allowed.com` when only `allowed.com` is allowed). Real addresses are resolved by the
 //! gateway itself. `hutch.internal` answers with the gateway for every known sandbox, whatever
-//! its policy. Every query is logged, and recorded to the egress sink if there is one.
+//! its policy. Every query is logged, and recorded to the egress sink if there is one. Packets
+//! from peers that are no known sandbox get no reply at all.
 
 use crate::dlp::Scanner;
 use crate::gateway::{EgressKind, EgressRecord, EgressSink, is_internal};
@@ -63,8 +64,16 @@ impl DnsFilter {
     }
 
     /// The reply to `packet` from `peer`, answering allowed names with `gateway` (the address
-    /// the query arrived at). `None` for packets that get no reply (unparseable, responses).
+    /// the query arrived at). `None` for packets that get no reply (from a peer that is no
+    /// known sandbox, unparseable, responses).
     pub fn answer(&self, peer: IpAddr, gateway: IpAddr, packet: &[u8]) -> Option<Vec<u8>> {
+        // UDP sources are easily spoofed: answering strangers (even with REFUSED) would make
+        // the host a reflector aimed at whoever the source names. Silence; debug level, as
+        // such a flood would otherwise flood the log too.
+        if self.store.sandbox_for(peer).is_none() {
+            tracing::debug!(%peer, "dns packet from unknown peer dropped");
+            return None;
+        }
         let query = Message::from_vec(packet).ok()?;
         if query.metadata.message_type != MessageType::Query {
             return None;
@@ -126,6 +135,7 @@ impl DnsFilter {
         };
         out.name = shown.clone();
         let Some((sandbox, policy)) = self.store.for_peer(peer) else {
+            // Only if the sandbox went away since `answer` looked it up.
             tracing::warn!(%peer, qtype = %qtype, "dns query from unknown peer refused");
             return out;
         };

@@ -262,6 +262,14 @@ impl Policy {
             }
             if !r.paths.is_empty() {
                 match req.path {
+                    // Upstreams normalise `/v1/../admin` (or `%2e%2e`, `%2f`, `\`) to a path
+                    // the prefix never saw: a path they could read differently matches nothing.
+                    Some(p) if ambiguous_path(p) => {
+                        near_miss.get_or_insert(format!(
+                            "ambiguous path (dot segments or encoded slashes) not allowed by rule {name}"
+                        ));
+                        continue;
+                    }
                     Some(p) if r.paths.iter().any(|x| p.starts_with(x.as_str())) => {}
                     Some(_) => {
                         near_miss.get_or_insert(format!("path not allowed by rule {name}"));
@@ -285,6 +293,21 @@ impl Policy {
         });
         Decision::Deny { reason }
     }
+}
+
+/// Whether an upstream could read `path` (a raw request path) as another path than it says: a
+/// `.` or `..` segment (also `%2e`-encoded, in any case, or with `;params` as some servers
+/// strip them), an encoded slash (`%2f`) or backslash (`%5c`), or a raw backslash. Prefix
+/// checks on such a path prove nothing, so path rules and path-scoped injections refuse it.
+pub fn ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return true;
+    }
+    lower.split('/').any(|segment| {
+        let segment = segment.split(';').next().unwrap_or("").replace("%2e", ".");
+        segment == "." || segment == ".."
+    })
 }
 
 /// Address ranges the gateway never connects to unless the operator allows them: private,
@@ -385,13 +408,15 @@ impl std::fmt::Debug for Injection {
 }
 
 impl Injection {
-    /// Whether a request to `host` (lower case) with `path` gets this credential.
+    /// Whether a request to `host` (lower case) with `path` gets this credential. With a
+    /// `path_prefix`, an [`ambiguous_path`] never matches (upstream may normalise it out of
+    /// the prefix), so the placeholder stays and the request is refused as exfiltration.
     pub fn matches(&self, host: &str, path: &str) -> bool {
         domain_matches(&self.domain, host)
             && self
                 .path_prefix
                 .as_deref()
-                .is_none_or(|p| path.starts_with(p))
+                .is_none_or(|p| !ambiguous_path(path) && path.starts_with(p))
     }
 
     /// Whether TLS to `host` may carry this credential (so must be intercepted).
@@ -628,6 +653,64 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_paths() {
+        for p in [
+            "/repos/myorg/../../otherorg/x",
+            "/repos/myorg/..",
+            "/repos/myorg/./x",
+            "/repos/myorg/%2e%2e/otherorg",
+            "/repos/myorg/%2E%2E/otherorg",
+            "/repos/myorg/.%2e/otherorg",
+            "/repos/myorg/%2E./otherorg",
+            "/repos/myorg/%2e/x",
+            "/repos/myorg/..;jsessionid=1/otherorg",
+            "/repos/myorg%2f..%2fotherorg",
+            "/repos/myorg/x%2Fy",
+            "/repos/myorg\\..\\otherorg",
+            "/repos/myorg/%5c..%5cotherorg",
+        ] {
+            assert!(ambiguous_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/repos/myorg/x",
+            "/repos/myorg/...",
+            "/repos/myorg/..x/.y",
+            "/repos/myorg/file.tar.gz",
+            "/repos/myorg/%2e%2ex",
+            "/a//b",
+        ] {
+            assert!(!ambiguous_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn path_rules_refuse_dot_segments_and_encoded_slashes() {
+        let p = policy(
+            r#"{"rules":[{"id":"gh","domain":"api.test","paths":["/repos/myorg/"]},{"id":"any","domain":"free.test"}]}"#,
+        );
+        assert!(check(&p, "api.test", 443, Some("GET"), Some("/repos/myorg/x")).allowed());
+        for path in [
+            "/repos/myorg/../../otherorg/x",
+            "/repos/myorg/%2e%2e/%2E%2E/otherorg/x",
+            "/repos/myorg/..%2f..%2fotherorg/x",
+            "/repos/myorg/..\\..\\otherorg/x",
+        ] {
+            match check(&p, "api.test", 443, Some("GET"), Some(path)) {
+                Decision::Deny { reason } => assert!(
+                    reason.contains(
+                        "ambiguous path (dot segments or encoded slashes) not allowed by rule gh"
+                    ),
+                    "{path}: {reason}"
+                ),
+                d => panic!("{path} allowed: {d:?}"),
+            }
+        }
+        // A rule without paths does not care how the path reads.
+        assert!(check(&p, "free.test", 443, Some("GET"), Some("/a/../b")).allowed());
+    }
+
+    #[test]
     fn ip_literals_need_cidr_rules() {
         let p =
             policy(r#"{"rules":[{"domain":"*"},{"id":"lan","cidr":"192.0.2.0/24","ports":[80]}]}"#);
@@ -696,6 +779,10 @@ mod tests {
         assert!(good.matches("x.api.test", "/v1/chat"));
         assert!(!good.matches("x.api.test", "/v2/chat"));
         assert!(!good.matches("api.test", "/v1/chat"));
+        // Upstream would normalise these out of /v1/: no credential for them.
+        for path in ["/v1/../v2/chat", "/v1/%2e%2e/v2/chat", "/v1/..%2Fv2/chat"] {
+            assert!(!good.matches("x.api.test", path), "{path}");
+        }
         let shown = format!("{good:?}");
         assert!(!shown.contains("real-Secret") && !shown.contains("placeholder-456"));
         store.set_injections("sb", vec![good]).expect("valid");

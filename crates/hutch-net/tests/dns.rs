@@ -118,27 +118,44 @@ async fn refuses_everything_else() {
 }
 
 #[tokio::test]
-async fn unknown_peers_are_refused() {
-    let store = Arc::new(PolicyStore::new(Arc::new(StaticLookup::default())));
-    let filter = DnsFilter::new(store);
+async fn unknown_peers_get_no_reply() {
+    // Over real UDP: 127.0.0.2 is no sandbox (only 127.0.0.1 is). A reply, even REFUSED, would
+    // let a spoofed source turn the host into a reflector.
+    let (_store, server) = start().await;
+    let stranger = UdpSocket::bind("127.0.0.2:0").await.expect("bind");
     let mut q = Message::query();
     q.add_query(Query::query(
         Name::from_ascii("allowed.com.").expect("name"),
         RecordType::A,
     ));
-    let reply = filter
-        .answer(
-            "127.0.0.1".parse().expect("ip"),
-            "127.0.0.1".parse().expect("ip"),
-            &q.to_vec().expect("enc"),
-        )
-        .expect("reply");
+    let packet = q.to_vec().expect("enc");
+    stranger.send_to(&packet, server).await.expect("send");
+    let mut buf = vec![0u8; 4096];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stranger.recv(&mut buf))
+            .await
+            .is_err(),
+        "an unknown peer got a reply"
+    );
+    // The filter is alive: the sandbox still gets its answer.
     assert_eq!(
-        Message::from_vec(&reply)
-            .expect("dec")
+        ask(server, "allowed.com.", RecordType::A)
+            .await
             .metadata
             .response_code,
-        ResponseCode::Refused
+        ResponseCode::NoError
+    );
+
+    let store = Arc::new(PolicyStore::new(Arc::new(StaticLookup::default())));
+    let filter = DnsFilter::new(store);
+    assert!(
+        filter
+            .answer(
+                "127.0.0.1".parse().expect("ip"),
+                "127.0.0.1".parse().expect("ip"),
+                &packet
+            )
+            .is_none()
     );
     assert!(
         filter

@@ -3,6 +3,8 @@
 //! 127.0.0.1; `private.test` resolves to 127.0.0.2, which the gateway must refuse before
 //! connecting (only 127.0.0.1/32 is allowed upstream by this test's configuration).
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hutch_net::dlp::{Action, Scanner, Secret};
@@ -584,4 +586,260 @@ async fn dlp_blocks_secrets_in_plain_http() {
     let (status, head, _) = get(w.proxy, &post("y".repeat(100_000), "")).await;
     assert_eq!(status, 403);
     assert!(reason(&head).contains("over 65536 bytes"), "{head}");
+}
+
+#[tokio::test]
+async fn plain_http_never_carries_injected_credentials() {
+    use hutch_net::policy::Injection;
+    let w = world().await;
+    let real = "plain-real-Secret-31337";
+    let placeholder = "hutch-placeholder-plain-0001";
+    w.store
+        .set_injections(
+            "sb",
+            vec![Injection {
+                secret: "plain-token".into(),
+                domain: "allowed.test".into(),
+                path_prefix: Some("/v1/".into()),
+                header: http::header::AUTHORIZATION,
+                value: format!("Bearer {real}"),
+                real: real.into(),
+                placeholder: placeholder.into(),
+            }],
+        )
+        .expect("injections");
+    // Through the proxy and the transparent listener, with or without the placeholder: the
+    // request the credential would be injected into is refused, nothing goes upstream.
+    for (addr, req) in [
+        (
+            w.proxy,
+            format!(
+                "GET http://allowed.test/v1/x HTTP/1.1\r\nHost: allowed.test\r\nAuthorization: Bearer {placeholder}\r\n\r\n"
+            ),
+        ),
+        (
+            w.proxy,
+            "GET http://allowed.test/v1/x HTTP/1.1\r\nHost: allowed.test\r\n\r\n".to_string(),
+        ),
+        (
+            w.http,
+            format!(
+                "POST /v1/chat HTTP/1.1\r\nHost: allowed.test\r\nAuthorization: Bearer {placeholder}\r\nContent-Length: 2\r\n\r\nhi"
+            ),
+        ),
+    ] {
+        let (status, head, body) = get(addr, &req).await;
+        assert_eq!(status, 403, "{req}: {head}{body}");
+        assert!(
+            reason(&head).contains(
+                "the credential for plain-token is only sent over HTTPS (never injected over plain HTTP)"
+            ),
+            "{head}"
+        );
+        assert!(!head.contains(real) && !body.contains(real), "{head}{body}");
+        assert!(!body.starts_with("upstream saw"), "{body}");
+    }
+    // Outside the injection's path prefix nothing is injected: plain HTTP as usual.
+    let (status, _, body) = get(
+        w.proxy,
+        "GET http://allowed.test/other HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn trace_and_track_are_refused() {
+    let w = world().await;
+    for (addr, req) in [
+        (
+            w.proxy,
+            "TRACE http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        ),
+        (
+            w.proxy,
+            "TRACK http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        ),
+        (w.http, "TRACE /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+        (w.http, "trace /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n"),
+        (w.http, "TRACE / HTTP/1.1\r\nHost: hutch.internal\r\n\r\n"),
+    ] {
+        let (status, head, body) = get(addr, req).await;
+        assert_eq!(status, 403, "{req}: {body}");
+        assert!(
+            reason(&head).contains("echoes the request"),
+            "{req}: {head}"
+        );
+    }
+    // Other methods still go through.
+    let (status, _, body) = get(w.http, "OPTIONS /x HTTP/1.1\r\nHost: allowed.test\r\n\r\n").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "upstream saw OPTIONS /x host=allowed.test proxy-connection=false"
+        )
+    );
+}
+
+#[tokio::test]
+async fn path_rules_refuse_dot_segments_and_encoded_slashes() {
+    let w = world().await;
+    // Rule `api` allows GET under /v1/ only; upstream would normalise each of these to /admin.
+    for path in [
+        "/v1/../admin",
+        "/v1/%2e%2e/admin",
+        "/v1/%2E%2E/admin",
+        "/v1/.%2e/admin",
+        "/v1/..%2fadmin",
+        "/v1/..%2Fadmin",
+        "/v1/..\\admin",
+        "/v1/./../admin",
+    ] {
+        for (addr, req) in [
+            (
+                w.proxy,
+                format!("GET http://api.test{path} HTTP/1.1\r\nHost: api.test\r\n\r\n"),
+            ),
+            (
+                w.http,
+                format!("GET {path} HTTP/1.1\r\nHost: api.test\r\n\r\n"),
+            ),
+        ] {
+            let (status, head, body) = get(addr, &req).await;
+            assert_eq!(status, 403, "{req}: {body}");
+            assert!(
+                reason(&head).contains(
+                    "ambiguous path (dot segments or encoded slashes) not allowed by rule api"
+                ),
+                "{req}: {head}"
+            );
+        }
+    }
+    assert_eq!(
+        get(w.http, "GET /v1/models HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            .await
+            .0,
+        200
+    );
+}
+
+/// A name resolving to one of the host's own (public-looking) addresses must not lead the
+/// gateway to the host's services. The "host" is a network namespace this test makes, so the
+/// gateway reads that namespace's interfaces: 192.88.99.7 and 2001:2::7 (neither in
+/// `is_special`'s ranges) exist only there, on its loopback.
+#[test]
+fn upstream_on_the_host_itself_is_refused() {
+    let ns = common::FakeSandbox::start("nettest-selfaddr");
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    ns.run(&["ip", "addr", "add", "192.88.99.7/32", "dev", "lo"]);
+    ns.run(&["sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0"]);
+    ns.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:2::7/128",
+        "dev",
+        "lo",
+        "nodad",
+    ]);
+    ns.inside(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut servers = Vec::new();
+            for ip in ["192.88.99.7", "2001:2::7"] {
+                let l = TcpListener::bind((ip.parse::<IpAddr>().expect("ip"), 0))
+                    .await
+                    .expect("bind on the namespace's own address");
+                let addr = l.local_addr().expect("addr");
+                tokio::spawn(async move {
+                    while let Ok((mut s, _)) = l.accept().await {
+                        // Read the request head before answering (closing on unread bytes
+                        // would reset the connection under the answer).
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n")
+                            && matches!(s.read(&mut byte).await, Ok(1))
+                        {
+                            head.push(byte[0]);
+                        }
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhost svc\n")
+                            .await;
+                    }
+                });
+                servers.push(addr);
+            }
+            let mapped: SocketAddr = format!("[::ffff:192.88.99.7]:{}", servers[0].port())
+                .parse()
+                .expect("mapped");
+            let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+            let store = Arc::new(PolicyStore::new(Arc::new(StaticLookup(
+                [(lo, "sb".to_string())].into_iter().collect(),
+            ))));
+            store
+                .set("sb", policy(r#"{"rules":[{"domain":"*.test"}]}"#))
+                .expect("set");
+            let resolver = Arc::new(StaticResolver(
+                [
+                    ("self4.test".to_string(), vec![servers[0]]),
+                    ("self6.test".to_string(), vec![servers[1]]),
+                    ("mapped.test".to_string(), vec![mapped]),
+                ]
+                .into_iter()
+                .collect(),
+            ));
+            let proxy = |allow: Vec<ipnet::IpNet>| {
+                let gw = Gateway::new(
+                    store.clone(),
+                    resolver.clone(),
+                    GatewayConfig {
+                        allow_upstream: allow,
+                        ..GatewayConfig::default()
+                    },
+                );
+                async move {
+                    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                    let addr = l.local_addr().expect("addr");
+                    tokio::spawn(gw.serve(l, Listener::Proxy));
+                    addr
+                }
+            };
+            let ask = |proxy: SocketAddr, host: &'static str| async move {
+                get(
+                    proxy,
+                    &format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+                )
+                .await
+            };
+            let strict = proxy(Vec::new()).await;
+            for (host, ip) in [
+                ("self4.test", "192.88.99.7"),
+                ("self6.test", "2001:2::7"),
+                ("mapped.test", "::ffff:192.88.99.7"),
+            ] {
+                let (status, head, body) = ask(strict, host).await;
+                assert_eq!(status, 403, "{host}: {body}");
+                assert!(
+                    reason(&head)
+                        .contains(&format!("resolves to {ip}, an address of the host itself")),
+                    "{host}: {head}"
+                );
+            }
+            // The operator may allow them explicitly.
+            let open = proxy(vec![
+                "192.88.99.7/32".parse().expect("net"),
+                "2001:2::7/128".parse().expect("net"),
+            ])
+            .await;
+            for host in ["self4.test", "self6.test"] {
+                let (status, _, body) = ask(open, host).await;
+                assert_eq!((status, body.as_str()), (200, "host svc\n"), "{host}");
+            }
+        });
+    });
 }

@@ -287,13 +287,13 @@ async fn records_internal_service_and_swappable_dlp() {
     gw.set_dlp(None);
     assert_eq!(request(proxy, &req).await.0, 200);
 
-    // Unknown peers are not recorded.
+    // Unknown peers get no answer (no reflection) and are not recorded.
     let n = records.all().len();
     store.remove("sb1");
     let other = Arc::new(PolicyStore::new(Arc::new(StaticLookup::default())));
     let dns = DnsFilter::new(other).with_sink(records.clone());
     let q = dns_query("allowed.test.");
-    assert!(dns.answer(lo, lo, &q).is_some());
+    assert!(dns.answer(lo, lo, &q).is_none());
     assert_eq!(records.all().len(), n);
 }
 
@@ -798,6 +798,34 @@ fn sandbox_https_is_intercepted_checked_and_injected() {
             https("api.test", &get("api.test", "/v2/x", &auth)).expect("https"),
             "path not allowed by rule api",
         );
+        // Dot segments out of the rule's (and the injection's) prefix: refused.
+        refused(
+            https("api.test", &get("api.test", "/v1/%2e%2e/admin", &auth)).expect("https"),
+            "ambiguous path (dot segments or encoded slashes) not allowed by rule api",
+        );
+        // TRACE would echo the injected credential back: refused even where the rule
+        // allows any method.
+        refused(
+            https(
+                "other.test",
+                "TRACE / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+            )
+            .expect("https"),
+            "method TRACE is refused",
+        );
+        // Plain HTTP to a host with an injected credential: refused, never injected in
+        // clear text (the sandbox asked for api.test on :80, DNS pointed it at the gateway).
+        let mut s = connect_retrying(SocketAddr::from((gw_ip, 80)));
+        s.write_all(get("api.test", "/v1/models", &auth).as_bytes())
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(
+            block_reason(&out).contains("the credential for openai is only sent over HTTPS"),
+            "{out}"
+        );
+        assert!(!out.contains(REAL), "{out}");
 
         // Upstream certificate not trusted: 502 with the reason.
         let a = https("untrusted.test", &get("untrusted.test", "/", "")).expect("https");

@@ -97,10 +97,28 @@ impl TemplateStore {
     /// the host): a symlink there reads as absent.
     pub fn read_file(&self, name: &str, rel: &str) -> Result<Option<Vec<u8>>> {
         use std::os::unix::fs::OpenOptionsExt as _;
+        // Files the server reads from a template are small (a CA bundle): cap what is read.
+        const MAX: u64 = 8 << 20;
         let resolved = self.resolve(name)?;
-        for layer in &resolved.layers {
+        'layers: for layer in &resolved.layers {
+            // No component may be a symlink: it would resolve against the host, not the
+            // template's root.
+            let mut dir = layer.clone();
+            let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                if *part == ".." || *part == "." {
+                    return Ok(None);
+                }
+                dir.push(part);
+                match fs::symlink_metadata(&dir) {
+                    Ok(m) if m.file_type().is_dir() => {}
+                    Ok(_) => return Ok(None),
+                    Err(_) => continue 'layers,
+                }
+            }
             let path = layer.join(rel);
             match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() && m.len() > MAX => return Ok(None),
                 Ok(m) if m.file_type().is_file() => {
                     let mut f = fs::OpenOptions::new()
                         .read(true)

@@ -121,6 +121,7 @@ pub async fn build_app(config: ServerConfig) -> Result<(Router, AppHandle), Erro
         ),
         Err(e) => tracing::warn!(error = ?e.0, "start-up reconciliation failed"),
     }
+    network::dlp::refresh(&state).await;
     if let Err(e) = network::restore(&state).await {
         tracing::warn!(error = ?e.0, "restoring sandbox networks failed");
     }

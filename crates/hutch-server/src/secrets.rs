@@ -124,16 +124,19 @@ impl Secrets {
         name: &str,
         value: &str,
         description: Option<&str>,
+        hosts: &[String],
     ) -> AppResult<Secret> {
         check_name(name)?;
         check_value(value)?;
         let description = check_description(description, value)?;
+        let hosts = check_hosts(hosts)?;
         let sealed = self.seal(team_id, name, value)?;
         let now = Utc::now();
         let row = StoredSecret {
             team_id: team_id.to_owned(),
             name: name.to_owned(),
             description,
+            hosts,
             nonce: sealed.nonce.to_vec(),
             ciphertext: sealed.ciphertext,
             created_at: now,
@@ -161,15 +164,20 @@ impl Secrets {
         name: &str,
         value: &str,
         description: Option<&str>,
+        hosts: Option<&[String]>,
     ) -> AppResult<Option<Secret>> {
         check_name(name)?;
         check_value(value)?;
         let new_description = check_description(description, value)?;
+        let new_hosts = hosts.map(check_hosts).transpose()?;
         let Some(mut row) = self.inner.store.get_secret(team_id, name).await? else {
             return Ok(None);
         };
         if description.is_some() {
             row.description = new_description;
+        }
+        if let Some(h) = new_hosts {
+            row.hosts = h;
         }
         let sealed = self.seal(team_id, name, value)?;
         row.nonce = sealed.nonce.to_vec();
@@ -306,9 +314,33 @@ fn to_api(row: &StoredSecret) -> Secret {
     Secret {
         name: row.name.clone(),
         description: row.description.clone(),
+        hosts: row.hosts.clone(),
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
+}
+
+/// Allowed hosts: domain patterns (exact or `*.example.com`, never `*`), at most 32.
+fn check_hosts(hosts: &[String]) -> AppResult<Vec<String>> {
+    if hosts.len() > 32 {
+        return Err(AppError::invalid("hosts", "at most 32 hosts"));
+    }
+    let mut out = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = h.strip_prefix("*.").unwrap_or(&h);
+        if !matches!(
+            hutch_net::policy::Host::parse(bare),
+            Ok(hutch_net::policy::Host::Name(_))
+        ) {
+            return Err(AppError::invalid(
+                "hosts",
+                "each host must be a domain name (exact or *.example.com)",
+            ));
+        }
+        out.push(h);
+    }
+    Ok(out)
 }
 
 fn check_name(name: &str) -> AppResult<()> {

@@ -762,10 +762,28 @@ async fn https_interception_and_credential_injection() {
         .post(
             "/v1/secrets",
             &s.admin,
-            json!({ "name": "svc-token", "value": SECRET }),
+            json!({ "name": "svc-token", "value": SECRET,
+                    "hosts": ["secure.fake.test", "api.fake.test"] }),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
+    // A binding to a host the secret does not list is refused (it could echo the value back).
+    let (st, body) = s
+        .post(
+            "/v1/sandboxes",
+            &s.admin,
+            json!({ "network": { "mode": "allowlist", "allow": ["other.fake.test"],
+                "credentials": [{ "secret": "svc-token", "host": "other.fake.test" }] } }),
+        )
+        .await;
+    assert_error(st, &body, 422, "invalid_argument");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may only be sent to"),
+        "{body}"
+    );
     let (st, sb) = s
         .post(
             "/v1/sandboxes",
@@ -816,20 +834,17 @@ async fn https_interception_and_credential_injection() {
         .await,
         "200 secure /d auth=ok"
     );
-    // Plain HTTP with a custom header template.
-    assert_eq!(
-        get(
-            &s,
-            &id,
-            "http://api.fake.test/k '' GET '' \"x-api-key=$SVC_KEY\""
-        )
-        .await,
-        "200 api /k"
-    );
-    let seen = api.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(
-        seen.headers.get("x-api-key").map(String::as_str),
-        Some(SECRET)
+    // Never over plain HTTP: refused rather than sent with the value in clear.
+    let r = get(
+        &s,
+        &id,
+        "http://api.fake.test/k '' GET '' \"x-api-key=$SVC_KEY\"",
+    )
+    .await;
+    assert!(r.starts_with("403 ") && r.contains("HTTPS"), "{r}");
+    assert!(
+        api.lock().unwrap().is_empty(),
+        "nothing reached the plain-HTTP host"
     );
     // The placeholder sent anywhere else is exfiltration; so is the real value.
     let r = get(

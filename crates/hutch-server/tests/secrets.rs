@@ -863,6 +863,7 @@ async fn store_round_trip() {
         team_id: "t1".into(),
         name: "N".into(),
         description: Some("d".into()),
+        hosts: vec!["api.example.com".into()],
         nonce: vec![1; 12],
         ciphertext: vec![2; 20],
         created_at: now,

@@ -8,6 +8,8 @@ CREATE TABLE secrets (
     team_id     TEXT NOT NULL REFERENCES teams(id),
     name        TEXT NOT NULL,
     description TEXT,
+    -- Domains (JSON array; exact or `*.example.com`) the value may be injected into.
+    hosts       TEXT NOT NULL DEFAULT '[]',
     nonce       BLOB NOT NULL,
     ciphertext  BLOB NOT NULL,
     created_at  INTEGER NOT NULL,

@@ -130,6 +130,8 @@ pub struct StoredSecret {
     pub name: String,
     /// Free-text description (never the value).
     pub description: Option<String>,
+    /// Domains the value may be injected into (exact or `*.example.com`).
+    pub hosts: Vec<String>,
     /// AEAD nonce of the current value.
     pub nonce: Vec<u8>,
     /// The encrypted value (authentication tag included).

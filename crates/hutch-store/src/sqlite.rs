@@ -557,12 +557,13 @@ impl Store for SqliteStore {
     // Secrets.
     async fn insert_secret(&self, s: &crate::StoredSecret) -> Result<()> {
         sqlx::query(
-            "INSERT INTO secrets (team_id, name, description, nonce, ciphertext, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO secrets (team_id, name, description, hosts, nonce, ciphertext, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.team_id)
         .bind(&s.name)
         .bind(&s.description)
+        .bind(to_json(&s.hosts, "secret hosts", &s.name)?)
         .bind(&s.nonce)
         .bind(&s.ciphertext)
         .bind(ms(s.created_at))
@@ -575,10 +576,11 @@ impl Store for SqliteStore {
 
     async fn update_secret(&self, s: &crate::StoredSecret) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE secrets SET description = ?, nonce = ?, ciphertext = ?, updated_at = ? \
-             WHERE team_id = ? AND name = ?",
+            "UPDATE secrets SET description = ?, hosts = ?, nonce = ?, ciphertext = ?, \
+             updated_at = ? WHERE team_id = ? AND name = ?",
         )
         .bind(&s.description)
+        .bind(to_json(&s.hosts, "secret hosts", &s.name)?)
         .bind(&s.nonce)
         .bind(&s.ciphertext)
         .bind(ms(s.updated_at))
@@ -629,7 +631,7 @@ impl Store for SqliteStore {
 }
 
 const SECRET_COLUMNS: &str =
-    "team_id, name, description, nonce, ciphertext, created_at, updated_at";
+    "team_id, name, description, hosts, nonce, ciphertext, created_at, updated_at";
 
 fn secret_from_row(row: &SqliteRow) -> Result<crate::StoredSecret> {
     let team_id: String = row.try_get("team_id")?;
@@ -637,6 +639,7 @@ fn secret_from_row(row: &SqliteRow) -> Result<crate::StoredSecret> {
     let id = format!("{team_id}/{name}");
     Ok(crate::StoredSecret {
         description: row.try_get("description")?,
+        hosts: json(&row.try_get::<String, _>("hosts")?, "secret hosts", &id)?,
         nonce: row.try_get("nonce")?,
         ciphertext: row.try_get("ciphertext")?,
         created_at: time(row.try_get("created_at")?, "created_at", &id)?,

@@ -42,13 +42,22 @@ fn healthz(addr: &str) -> bool {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// A server whose config file holds `toml` (e.g. a `[network]` table).
+    fn start_with(toml: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("server log");
+        let config = dir.path().join("hutch.toml");
+        std::fs::write(&config, toml).expect("write config");
         let mut child = Command::new(BIN)
-            .args(["server", "--listen", &addr, "--data-dir"])
+            .args(["server", "--listen", &addr, "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(&data)
             .env_remove("HUTCH_URL")
             .env_remove("HUTCH_API_KEY")
@@ -813,4 +822,106 @@ fn shell_and_terminal_attach_on_a_real_pty() {
     assert_eq!(status.code(), Some(5), "status {status:?}, output:\n{out}");
     let list: serde_json::Value = serde_json::from_str(&s.ok(&["ls", "--json"])).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+/// A plain HTTP server on loopback answering `fake <path>` (the "internet" for network tests).
+fn fake_upstream() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let body = format!("fake {path}");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn network_allowlist_egress_and_access_requests() {
+    let up = fake_upstream();
+    let pool = format!("10.223.{}.0/24", free_port() % 250);
+    let s = Server::start_with(&format!(
+        "[network]\npool = \"{pool}\"\nallow_upstream = [\"127.0.0.1/32\"]\n\
+         [network.hosts]\n\"api.fake.test\" = [\"{up}\"]\n\"more.fake.test\" = [\"{up}\"]\n"
+    ));
+    let id = s.create(&["--allow", "api.fake.test"]);
+    let fetch = |url: &str| {
+        let code = format!(
+            "import urllib.request as u\ntry:\n    print(u.urlopen('{url}', timeout=10).read().decode())\nexcept Exception as e:\n    print('blocked', getattr(e, 'code', e))"
+        );
+        s.ok(&["exec", &id, "--", "python3", "-c", &code])
+    };
+    assert_eq!(fetch("http://api.fake.test/hi").trim(), "fake /hi");
+    assert_eq!(fetch("http://more.fake.test/x").trim(), "blocked 403");
+    // The egress log shows both, with their decisions.
+    let log = s.ok(&["egress", &id]);
+    assert!(
+        log.contains("api.fake.test") && log.contains("allow"),
+        "{log}"
+    );
+    assert!(
+        log.contains("more.fake.test") && log.contains("deny"),
+        "{log}"
+    );
+    // The agent asks for access from inside with the helper command and waits for the answer.
+    let waiter = s
+        .cmd(&[
+            "exec",
+            &id,
+            "--",
+            "/.hutch/hutch",
+            "request-access",
+            "more.fake.test",
+            "--reason",
+            "docs for the task",
+            "--wait",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn request-access");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let request_id = loop {
+        let out = s.ok(&["approvals", "ls"]);
+        if let Some(id) = out.split_whitespace().find(|w| w.starts_with("ar-")) {
+            assert!(out.contains("docs for the task"), "{out}");
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no access request appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    s.ok(&["approvals", "approve", &request_id, "--note", "fine"]);
+    let out = waiter.wait_with_output().expect("request-access finished");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    assert!(stdout_of(&out).contains("approved"), "{}", stdout_of(&out));
+    assert_eq!(fetch("http://more.fake.test/now").trim(), "fake /now");
+    // The operator can also set the allowlist directly; it applies at once.
+    s.ok(&["network", "allow", &id, "api.fake.test"]);
+    assert_eq!(fetch("http://more.fake.test/again").trim(), "blocked 403");
+    let shown = s.ok(&["network", "show", &id]);
+    assert!(shown.contains("\"gateway\""), "{shown}");
 }

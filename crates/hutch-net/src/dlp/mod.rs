@@ -28,6 +28,9 @@ const RULE_PASS_PATTERNS: usize = 32;
 const MAX_WINDOW: usize = 8192;
 /// Shortest registered secret value accepted: shorter ones would match by chance.
 pub const MIN_SECRET_LEN: usize = 6;
+/// Registered secrets longer than this are matched by their first this-many bytes (a multiple
+/// of 3, so base64 of the prefix is a prefix of base64 of the whole).
+pub const MAX_SECRET_SCAN: usize = 192;
 
 /// A secret registered with Hutch whose value must not leave a sandbox (except where injected
 /// by the gateway). `Debug` never prints the value.
@@ -178,7 +181,12 @@ impl Scanner {
                     ),
                 });
             }
-            for (bytes, encoding) in encode::variants(&secret.value) {
+            // Long values (keys files, certificates) are matched by their first bytes: a leak
+            // of the whole carries them, and encodings of a 3-byte-aligned prefix are prefixes
+            // of the encodings of the whole. Matching the whole of a 64 KiB value would make
+            // the automaton (and its construction) enormous.
+            let value = &secret.value[..secret.value.len().min(MAX_SECRET_SCAN)];
+            for (bytes, encoding) in encode::variants(value) {
                 secret_slots.push((
                     slot(&bytes),
                     Target::Secret {

@@ -120,14 +120,25 @@ async fn handle(
             return blocked(&b);
         }
     };
-    if is_internal(&host) && !matches!(via, Via::Tls { .. }) {
-        return internal::serve(&gw, req, peer, port).await;
-    }
     let inj = gw
         .store()
         .sandbox_for(peer.ip())
         .and_then(|sb| gw.store().injections(&sb));
     let inj = inj.as_deref();
+    if echoes_request(req.method()) {
+        // TRACE answers with the request as the upstream got it: injected credentials
+        // included, handed to the sandbox. No destination needs it.
+        let b = Blocked::policy(format!(
+            "method {method} is refused: it echoes the request (and any injected credential) back"
+        ));
+        let rec = gw.record_for(inj, kind, Some(&method), &host, port, Some(&path));
+        tracing::info!(%peer, method, host = %rec.host, port, reason = %b.reason, "http blocked");
+        gw.record_blocked(peer.ip(), rec, &b);
+        return blocked(&b);
+    }
+    if is_internal(&host) && !matches!(via, Via::Tls { .. }) {
+        return internal::serve(&gw, req, peer, port).await;
+    }
     let rec = gw.record_for(inj, kind, Some(&method), &host, port, Some(&path));
     let (shown_host, shown_path) = (rec.host.clone(), rec.path.clone().unwrap_or_default());
     let allowed = match gw
@@ -141,7 +152,8 @@ async fn handle(
             return blocked(&b);
         }
     };
-    let req = match scan::scan(&gw, req, inj, &host, &path).await {
+    let tls = matches!(via, Via::Tls { .. });
+    let req = match scan::scan(&gw, req, inj, &host, &path, tls).await {
         Ok(r) => r,
         Err(b) => {
             tracing::info!(sandbox = %allowed.sandbox, method, host = %shown_host, port, path = %shown_path, reason = %gw.shown(&b.reason), "http blocked by dlp");
@@ -216,6 +228,12 @@ async fn exchange(
             blocked(&b)
         }
     }
+}
+
+/// Whether `method` is TRACE or TRACK (any case: some servers read methods case-insensitively).
+fn echoes_request(method: &Method) -> bool {
+    let m = method.as_str();
+    m.eq_ignore_ascii_case("TRACE") || m.eq_ignore_ascii_case("TRACK")
 }
 
 /// Host and port a request is for, with the name checks.
@@ -512,5 +530,21 @@ mod tests {
         assert!(same_authority("a.com:80", "a.com", 80, 80));
         assert!(!same_authority("a.com:81", "a.com", 80, 80));
         assert!(!same_authority("b.com", "a.com", 80, 80));
+    }
+
+    #[test]
+    fn trace_and_track_echo() {
+        for m in ["TRACE", "TRACK", "trace", "Track"] {
+            assert!(
+                echoes_request(&Method::from_bytes(m.as_bytes()).expect("method")),
+                "{m}"
+            );
+        }
+        for m in ["GET", "POST", "OPTIONS", "TRACES"] {
+            assert!(
+                !echoes_request(&Method::from_bytes(m.as_bytes()).expect("method")),
+                "{m}"
+            );
+        }
     }
 }

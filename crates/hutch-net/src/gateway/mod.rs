@@ -11,9 +11,11 @@
 //!
 //! Checks: the destination is allowed; the names agree (absolute URL host = Host header,
 //! CONNECT host = SNI); IP literals only through explicit CIDR rules; upstream addresses in
-//! private, loopback, link-local, metadata and other special ranges refused unless the operator
-//! allows them (`GatewayConfig::allow_upstream`). Blocked HTTP requests get a 403 whose
-//! `X-Hutch-Block-Reason` header and body say why.
+//! private, loopback, link-local, metadata and other special ranges, or assigned to one of the
+//! host's own interfaces, refused unless the operator allows them
+//! (`GatewayConfig::allow_upstream`); TRACE and TRACK refused (they echo the request, injected
+//! credentials included, back to the sandbox); credentials only injected over HTTPS. Blocked
+//! HTTP requests get a 403 whose `X-Hutch-Block-Reason` header and body say why.
 
 mod egress;
 mod http;
@@ -37,11 +39,15 @@ use crate::dlp::Scanner;
 use crate::policy::{Decision, Host, Injections, PolicyStore, Request, is_special};
 use intercept::Mode;
 use ipnet::IpNet;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+/// How long the host's interface addresses are trusted before they are read again.
+const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
 
 /// Header carrying the reason of a block.
 pub const BLOCK_HEADER: &str = "x-hutch-block-reason";
@@ -177,6 +183,8 @@ pub struct Gateway {
     tls: Option<intercept::Tls>,
     /// Why interception failed to set up although a CA was given: all TLS is then refused.
     tls_error: Option<String>,
+    /// The host's own addresses and when they were read (see [`Gateway::host_addresses`]).
+    host_addrs: Mutex<Option<(Instant, Arc<HashSet<IpAddr>>)>>,
     cfg: GatewayConfig,
 }
 
@@ -211,6 +219,7 @@ impl Gateway {
             builtin,
             tls,
             tls_error,
+            host_addrs: Mutex::new(None),
             store,
             resolver,
             cfg,
@@ -292,9 +301,19 @@ impl Gateway {
         // Any special address refuses the whole name (DNS rebinding picks one at random).
         for a in &addrs {
             let ip = a.ip();
-            if is_special(ip) && !self.cfg.allow_upstream.iter().any(|n| n.contains(&ip)) {
+            if self.cfg.allow_upstream.iter().any(|n| n.contains(&ip)) {
+                continue;
+            }
+            if is_special(ip) {
                 return Err(Blocked::policy(format!(
                     "{host_raw} resolves to {ip}, a private, loopback, link-local or metadata address"
+                )));
+            }
+            // A public address of the host's own (its internet-facing IPv4, a global IPv6)
+            // would reach host services through the gateway. Mapped forms count too.
+            if self.host_addresses()?.contains(&ip.to_canonical()) {
+                return Err(Blocked::policy(format!(
+                    "{host_raw} resolves to {ip}, an address of the host itself"
                 )));
             }
         }
@@ -303,6 +322,24 @@ impl Gateway {
             rule,
             addrs,
         })
+    }
+
+    /// The host's interface addresses, read at most every [`HOST_ADDRS_TTL`] (addresses come
+    /// and go, but a read per request would be wasteful). Unreadable: the connection is
+    /// refused (fail closed).
+    fn host_addresses(&self) -> Result<Arc<HashSet<IpAddr>>, Blocked> {
+        let mut cached = self.host_addrs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, addrs)) = cached.as_ref()
+            && at.elapsed() < HOST_ADDRS_TTL
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = Arc::new(crate::netns::host_addresses().map_err(|e| {
+            tracing::error!(error = %e, "cannot list the host's addresses: upstream refused");
+            Blocked::upstream(format!("cannot list the host's own addresses: {e}"))
+        })?);
+        *cached = Some((Instant::now(), addrs.clone()));
+        Ok(addrs)
     }
 
     /// Check a connection whose requests will each be authorized later (intercepted TLS):

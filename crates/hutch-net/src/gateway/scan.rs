@@ -13,14 +13,16 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-/// Scan `req` (to `host`, lower case, with `path`) and inject `inj`'s matching credentials.
-/// With neither a DLP scanner nor injections the body streams through untouched.
+/// Scan `req` (to `host`, lower case, with `path`) and inject `inj`'s matching credentials,
+/// which needs `tls` (the request goes upstream over TLS). With neither a DLP scanner nor
+/// injections the body streams through untouched.
 pub(crate) async fn scan(
     gw: &Gateway,
     req: Request<Incoming>,
     inj: Option<&Injections>,
     host: &str,
     path: &str,
+    tls: bool,
 ) -> Result<Request<Body>, Blocked> {
     let global = gw.scanner();
     if global.is_none() && inj.is_none() {
@@ -29,6 +31,15 @@ pub(crate) async fn scan(
     let matching: Vec<&Injection> = inj
         .map(|i| i.list.iter().filter(|x| x.matches(host, path)).collect())
         .unwrap_or_default();
+    // Injected over plain HTTP, the real secret would cross the network in clear text (and
+    // to whoever answers for the name): refused, never sent without the credential either,
+    // as the request means to carry it.
+    if !tls && let Some(m) = matching.first() {
+        return Err(Blocked::policy(format!(
+            "the credential for {} is only sent over HTTPS (never injected over plain HTTP)",
+            m.secret
+        )));
+    }
     let max_body = gw.max_scan_body();
     let (mut parts, body) = req.into_parts();
     let check = |data: &[u8], place: &str| -> Result<(), Blocked> {

@@ -24,8 +24,9 @@ use crate::error::IoContext;
 use crate::{Error, Result};
 use netlink::Netlink;
 use pool::Allocator;
+use std::collections::HashSet;
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -324,13 +325,14 @@ fn configure(net: &SandboxNet, ns: BorrowedFd<'_>) -> Result<()> {
     })
 }
 
-/// The IPv4 addresses on the host's interfaces (empty if they cannot be read).
-fn host_ipv4_addresses() -> std::collections::HashSet<Ipv4Addr> {
-    let mut out = std::collections::HashSet::new();
+/// The addresses (IPv4 and IPv6) on the interfaces of the calling thread's network namespace:
+/// the host's own, for callers in the host's namespace. Read fresh on every call.
+pub fn host_addresses() -> std::io::Result<HashSet<IpAddr>> {
+    let mut out = HashSet::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
+        return Err(std::io::Error::last_os_error());
     }
     let mut cur = head;
     while !cur.is_null() {
@@ -342,14 +344,35 @@ fn host_ipv4_addresses() -> std::collections::HashSet<Ipv4Addr> {
             if family == libc::AF_INET {
                 // SAFETY: an AF_INET sockaddr is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.insert(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.insert(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
             }
         }
         cur = ifa.ifa_next;
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
-    out
+    Ok(out)
+}
+
+/// The host's IPv4 addresses, for keeping sandbox blocks off them (empty if they cannot be
+/// read: the allocator then only avoids its own blocks).
+fn host_ipv4_addresses() -> HashSet<Ipv4Addr> {
+    let all = host_addresses().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot list the host's addresses");
+        HashSet::new()
+    });
+    all.into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 fn sysctl(path: &str, value: &str) -> Result<()> {
@@ -360,5 +383,24 @@ fn sysctl_if_present(path: &str, value: &str) -> Result<()> {
     match fs::write(path, value) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         r => r.ctx(|| format!("write {path}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_addresses_include_loopback() {
+        let all = host_addresses().expect("getifaddrs");
+        assert!(all.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{all:?}");
+        // ::1 exists unless IPv6 is off on lo.
+        let v6_off = fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+            .map_or(true, |v| v.trim() == "1");
+        assert!(
+            v6_off || all.contains(&IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "{all:?}"
+        );
+        assert!(host_ipv4_addresses().contains(&Ipv4Addr::LOCALHOST));
     }
 }

@@ -16,6 +16,30 @@ pub async fn injections(
     let mut out = Vec::with_capacity(spec.credentials.len());
     for (i, c) in spec.credentials.iter().enumerate() {
         let field = format!("credentials[{i}]");
+        // The secret says where it may go; a binding elsewhere could send it to a server that
+        // echoes it back into the sandbox.
+        let Some(meta) = state.secrets().get(team_id, &c.secret).await? else {
+            return Err(AppError::invalid(
+                "network",
+                format!("{field}: the team has no secret named {}", c.secret),
+            ));
+        };
+        let host = c.host.trim_end_matches('.').to_ascii_lowercase();
+        if !meta
+            .hosts
+            .iter()
+            .any(|allowed| super::covers(allowed, &host))
+        {
+            return Err(AppError::invalid(
+                "network",
+                format!(
+                    "{field}: secret {} may only be sent to [{}] (set its hosts with PUT /v1/secrets/{})",
+                    c.secret,
+                    meta.hosts.join(", "),
+                    c.secret
+                ),
+            ));
+        }
         let Some(real) = state.secrets().reveal(team_id, &c.secret).await? else {
             return Err(AppError::invalid(
                 "network",

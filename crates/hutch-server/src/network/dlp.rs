@@ -29,7 +29,9 @@ pub async fn run(state: AppState, stop: CancellationToken) {
     }
 }
 
-async fn refresh(state: &AppState) {
+/// Builds the scanner from the current secrets (also called once before sandboxes' networks are
+/// restored at start, so no request is scanned without them).
+pub async fn refresh(state: &AppState) {
     if !state.config().network.dlp {
         return;
     }
@@ -44,8 +46,10 @@ async fn refresh(state: &AppState) {
     let secrets: Vec<Secret> = values
         .into_iter()
         .filter(|(_, _, v)| v.len() >= MIN_SECRET_LEN)
-        .map(|(_, name, value)| Secret {
-            name,
+        // One name for every registered secret: findings end up in 403 reasons and egress
+        // logs of any team's sandbox, and must not reveal another team's secret names.
+        .map(|(_, _name, value)| Secret {
+            name: "registered".into(),
             value: value.to_vec(),
             action: Action::Block,
         })

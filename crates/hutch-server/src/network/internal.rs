@@ -241,6 +241,26 @@ impl Internal {
 }
 
 fn check_request(req: &AccessRequest) -> Result<(), String> {
+    // Operators read these in a terminal: no control characters that could rewrite the screen.
+    let text = [
+        Some(req.host.as_str()),
+        req.path.as_deref(),
+        Some(req.justification.as_str()),
+    ];
+    if text
+        .iter()
+        .flatten()
+        .any(|t| t.chars().any(|c| c.is_control() && c != '\n'))
+    {
+        return Err("control characters are not allowed".into());
+    }
+    // A wildcard must sit below a registered domain (`*.example.com`, not `*.com` or `*`).
+    let labels = req.host.trim_start_matches("*.").split('.').count();
+    if req.host == "*" || labels < 2 {
+        return Err(
+            "ask for a domain (api.example.com) or a wildcard below one (*.example.com)".into(),
+        );
+    }
     let bare = req.host.strip_prefix("*.").unwrap_or(&req.host);
     if !matches!(
         hutch_net::policy::Host::parse(bare),

@@ -57,6 +57,10 @@ pub struct Network {
     runtime: tokio::runtime::Handle,
     proxy_port: u16,
     ca_pem: Option<String>,
+    /// Why the CA required for interception is missing (networking refused meanwhile).
+    ca_error: Option<String>,
+    /// Serialises changes to one sandbox's network spec (PUT, approvals).
+    spec_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     egress: Arc<egress::EgressLog>,
     decisions: internal::Decisions,
 }
@@ -164,12 +168,22 @@ impl Network {
         ));
         // The installation's CA: created once, its key sealed with a key derived from the
         // secrets key. Failing to load an existing one stops the server (fail closed).
-        let ca = match (cfg.intercept_tls, ca_key) {
-            (true, Some(key)) => Some(Arc::new(
-                hutch_net::ca::Ca::load_or_create(data_dir, key)
-                    .map_err(|e| bad(format!("gateway CA: {e}")))?,
-            )),
-            _ => None,
+        // A CA that cannot be loaded (e.g. the secrets key changed) must not silently turn
+        // interception off: the server starts, but no sandbox gets a network until it is fixed.
+        let (ca, ca_error) = match (cfg.intercept_tls, ca_key) {
+            (true, Some(key)) => match hutch_net::ca::Ca::load_or_create(data_dir, key) {
+                Ok(ca) => (Some(Arc::new(ca)), None),
+                Err(e) => {
+                    tracing::error!(error = %e, "gateway CA unavailable: networked sandboxes are refused");
+                    (
+                        None,
+                        Some(format!(
+                            "the gateway's TLS interception CA cannot be loaded: {e}"
+                        )),
+                    )
+                }
+            },
+            _ => (None, None),
         };
         let upstream_roots = if cfg.upstream_ca_files.is_empty() {
             None
@@ -204,6 +218,8 @@ impl Network {
             runtime,
             proxy_port: cfg.proxy_port,
             ca_pem: ca.map(|c| c.cert_pem().to_owned()),
+            ca_error,
+            spec_locks: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -242,8 +258,18 @@ impl Network {
         self.manager.as_ref().ok().and_then(|m| m.get(id))
     }
 
+    /// The lock serialising read-modify-write changes of sandbox `id`'s network spec.
+    pub fn spec_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.spec_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
     /// Reserves `id`'s addresses and returns the environment and files it starts with.
     pub fn prepare(&self, id: &str, template_bundle: Option<Vec<u8>>) -> AppResult<Prepared> {
+        if let Some(why) = &self.ca_error {
+            return Err(AppError::unavailable(why.clone()));
+        }
         let mgr = self.manager().map_err(|why| {
             AppError::unavailable(format!(
                 "sandbox networking is not available on this host: {why}"
@@ -316,6 +342,9 @@ impl Network {
 
     /// Gives the running sandbox whose PID 1 is `pid` its link and listeners.
     pub fn attach(&self, id: &str, pid: i32) -> Result<(), String> {
+        if let Some(why) = &self.ca_error {
+            return Err(why.clone());
+        }
         let mgr = self.manager()?;
         let net = mgr.setup_sandbox(id, pid).map_err(|e| e.to_string())?;
         self.listen(&net).map_err(|e| e.to_string())
@@ -396,7 +425,10 @@ impl Network {
             return;
         };
         for net in mgr.list() {
-            if live(&net.id) {
+            if live(&net.id) && self.ca_error.is_some() {
+                // Without the CA, TLS could only be spliced unscanned: keep the sandbox offline.
+                tracing::error!(sandbox = %net.id, "no gateway for this sandbox until the CA loads");
+            } else if live(&net.id) {
                 if let Err(e) = self.listen(&net) {
                     tracing::warn!(sandbox = %net.id, error = %e, "gateway listeners after restart");
                 }
@@ -488,6 +520,20 @@ impl hutch_sandbox::NetworkHook for Hook {
     fn teardown(&self, id: &str) -> hutch_sandbox::Result<()> {
         self.0.forget(id);
         Ok(())
+    }
+}
+
+/// Whether `pattern` (exact, `*.x` or `*`) covers `narrow` (exact or `*.x`).
+pub fn covers(pattern: &str, narrow: &str) -> bool {
+    if pattern == "*" || pattern == narrow {
+        return true;
+    }
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => {
+            let bare = narrow.strip_prefix("*.").unwrap_or(narrow);
+            bare.ends_with(&format!(".{suffix}"))
+        }
+        None => false,
     }
 }
 

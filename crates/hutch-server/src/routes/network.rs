@@ -82,6 +82,8 @@ pub async fn set_network(
     Path(id): Path<String>,
     ApiJson(mut spec): ApiJson<NetworkSpec>,
 ) -> AppResult<Json<NetworkInfo>> {
+    let lock = state.network().spec_lock(&id);
+    let _guard = lock.lock().await;
     let sb = load(&state, &caller, &id).await?;
     if !matches!(sb.state, SandboxState::Running | SandboxState::Paused) {
         return Err(AppError::conflict(format!(
@@ -364,20 +366,6 @@ pub async fn get_approval(
     Ok(Json(load_approval(&state, &caller, &id).await?))
 }
 
-/// Whether `pattern` (exact, `*.x` or `*`) covers `narrow` (exact or `*.x`).
-fn covers(pattern: &str, narrow: &str) -> bool {
-    if pattern == "*" || pattern == narrow {
-        return true;
-    }
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => {
-            let bare = narrow.strip_prefix("*.").unwrap_or(narrow);
-            bare.ends_with(&format!(".{suffix}"))
-        }
-        None => false,
-    }
-}
-
 /// Grant an access request (optionally narrowed): the rule is added to the sandbox's allowlist
 /// live, and the waiting agent is told.
 #[utoipa::path(
@@ -407,7 +395,7 @@ pub async fn approve(
         )));
     }
     let host = req.host.clone().unwrap_or_else(|| a.host.clone());
-    if !covers(&a.host, &host) {
+    if !crate::network::covers(&a.host, &host) {
         return Err(AppError::invalid(
             "host",
             format!("{host} is not within the requested {}", a.host),
@@ -512,7 +500,7 @@ pub async fn deny(
 
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use crate::network::covers;
 
     #[test]
     fn narrowing() {

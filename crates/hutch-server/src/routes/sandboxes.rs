@@ -119,6 +119,10 @@ fn validate(state: &AppState, req: CreateSandbox) -> AppResult<(SandboxRecord, S
     }
     let mut network = req.network.unwrap_or_default();
     crate::network::validate(&network)?;
+    for c in network.credentials.iter_mut() {
+        // Placeholders are the server's to choose.
+        c.placeholder = None;
+    }
     crate::network::assign_placeholders(&mut network)?;
     let id = ids::sandbox_id();
     let spec = SandboxSpec {

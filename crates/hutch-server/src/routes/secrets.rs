@@ -87,6 +87,7 @@ pub async fn create(
             &req.name,
             &value,
             req.description.as_deref(),
+            &req.hosts,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(secret)))
@@ -155,7 +156,13 @@ pub async fn update(
     let value = Zeroizing::new(req.value);
     match state
         .secrets()
-        .rotate(&caller.team_id, &name, &value, req.description.as_deref())
+        .rotate(
+            &caller.team_id,
+            &name,
+            &value,
+            req.description.as_deref(),
+            req.hosts.as_deref(),
+        )
         .await?
     {
         Some(s) => Ok(Json(s)),

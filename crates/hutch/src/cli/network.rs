@@ -243,6 +243,19 @@ pub enum ApprovalsCmd {
     },
 }
 
+/// `text` safe to print in a terminal: control characters shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn approvals_table(items: &[Approval]) -> Table {
     let mut t = Table::new(&[
         "ID",
@@ -258,9 +271,9 @@ fn approvals_table(items: &[Approval]) -> Table {
             a.id.clone(),
             a.sandbox_id.clone(),
             a.state.as_str().to_owned(),
-            a.host.clone(),
-            a.path.clone().unwrap_or_default(),
-            a.justification.chars().take(60).collect(),
+            printable(&a.host),
+            printable(&a.path.clone().unwrap_or_default()),
+            printable(&a.justification.chars().take(60).collect::<String>()),
             a.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         ]);
     }

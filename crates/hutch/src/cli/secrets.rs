@@ -40,6 +40,10 @@ pub enum SecretsCommand {
         /// A description (shown by `ls`; must not contain the value).
         #[arg(long, short = 'd')]
         description: Option<String>,
+        /// A domain the value may be sent to by the egress gateway (repeatable; exact or
+        /// `*.example.com`). Without any, the secret cannot be bound to sandboxes.
+        #[arg(long = "host", value_name = "DOMAIN")]
+        hosts: Vec<String>,
     },
     /// Delete a secret.
     #[command(visible_alias = "delete")]
@@ -62,9 +66,13 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<()> {
                 print!("{}", secret_table(&items, chrono::Utc::now()));
             }
         }
-        SecretsCommand::Set { name, description } => {
+        SecretsCommand::Set {
+            name,
+            description,
+            hosts,
+        } => {
             let value = read_value(&name)?;
-            let (secret, created) = set(&client, &name, value, description).await?;
+            let (secret, created) = set(&client, &name, value, description, hosts).await?;
             eprintln!(
                 "Secret {} {}.",
                 secret.name,
@@ -87,11 +95,13 @@ async fn set(
     name: &str,
     value: String,
     description: Option<String>,
+    hosts: Vec<String>,
 ) -> anyhow::Result<(Secret, bool)> {
     let create = CreateSecret {
         name: name.to_owned(),
         value,
         description: description.clone(),
+        hosts: hosts.clone(),
     };
     let created = client.post_json::<_, Secret>("/v1/secrets", &create).await;
     match created {
@@ -104,6 +114,8 @@ async fn set(
     let update = UpdateSecret {
         value: create.value,
         description,
+        // Rotating keeps the hosts unless new ones are given.
+        hosts: (!hosts.is_empty()).then_some(hosts),
     };
     let resp = client
         .send(
@@ -179,10 +191,15 @@ fn read_line_quietly(text: &mut String) -> anyhow::Result<()> {
 
 /// The `secrets ls` table.
 pub fn secret_table(items: &[Secret], now: chrono::DateTime<chrono::Utc>) -> String {
-    let mut t = Table::new(&["NAME", "DESCRIPTION", "CREATED", "UPDATED"]);
+    let mut t = Table::new(&["NAME", "HOSTS", "DESCRIPTION", "CREATED", "UPDATED"]);
     for s in items {
         t.row(vec![
             s.name.clone(),
+            if s.hosts.is_empty() {
+                "-".to_owned()
+            } else {
+                s.hosts.join(",")
+            },
             s.description.clone().unwrap_or_else(|| "-".to_owned()),
             relative(s.created_at, now),
             relative(s.updated_at, now),
@@ -219,7 +236,10 @@ mod tests {
         assert!(matches!(a.cmd, SecretsCommand::Ls { json: false }));
 
         let a = parse(&["secrets", "set", "OPENAI_API_KEY", "--description", "prod"]).unwrap();
-        let SecretsCommand::Set { name, description } = a.cmd else {
+        let SecretsCommand::Set {
+            name, description, ..
+        } = a.cmd
+        else {
             panic!("not set")
         };
         assert_eq!(name, "OPENAI_API_KEY");
@@ -259,6 +279,7 @@ mod tests {
         let items = vec![Secret {
             name: "GH_TOKEN".into(),
             description: Some("github".into()),
+            hosts: vec!["api.github.com".into()],
             created_at: now - chrono::Duration::seconds(120),
             updated_at: now - chrono::Duration::seconds(5),
         }];
