@@ -404,8 +404,10 @@ impl Engine {
             vec_of(child_fds, child_go),
             READY_TIMEOUT,
             |pid| {
+                let t = std::time::Instant::now();
                 cgroup.create(&limits)?;
                 cgroup.add(pid)?;
+                tracing::debug!(id = %spec.id, cgroup = ?t.elapsed(), "sandbox cgroup ready");
                 if !spec.network {
                     return Ok(());
                 }

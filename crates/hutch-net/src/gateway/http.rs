@@ -133,7 +133,10 @@ async fn handle(
         ));
         let rec = gw.record_for(inj, kind, Some(&method), &host, port, Some(&path));
         tracing::info!(%peer, method, host = %rec.host, port, reason = %b.reason, "http blocked");
-        gw.record_blocked(peer.ip(), rec, &b);
+        if !is_internal(&host) {
+            // hutch.internal traffic is no egress: never recorded.
+            gw.record_blocked(peer.ip(), rec, &b);
+        }
         return blocked(&b);
     }
     if is_internal(&host) && !matches!(via, Via::Tls { .. }) {

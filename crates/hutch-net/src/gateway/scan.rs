@@ -31,9 +31,9 @@ pub(crate) async fn scan(
     let matching: Vec<&Injection> = inj
         .map(|i| i.list.iter().filter(|x| x.matches(host, path)).collect())
         .unwrap_or_default();
-    // Injected over plain HTTP, the real secret would cross the network in clear text (and
-    // to whoever answers for the name): refused, never sent without the credential either,
-    // as the request means to carry it.
+    // Injected over plain HTTP, the real secret would cross the network in clear text, to
+    // whoever answers for the name. Fail closed: refuse the request (forwarding it without
+    // the credential would only hide why it fails).
     if !tls && let Some(m) = matching.first() {
         return Err(Blocked::policy(format!(
             "the credential for {} is only sent over HTTPS (never injected over plain HTTP)",

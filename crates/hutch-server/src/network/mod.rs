@@ -340,6 +340,18 @@ impl Network {
         }
     }
 
+    /// [`Network::forget`] for a sandbox whose processes are gone (its namespace is going away
+    /// with its link): the link is deleted in the background.
+    pub fn forget_dead(&self, id: &str) {
+        self.stop_listeners(id);
+        self.policies.remove(id);
+        if let Ok(mgr) = &self.manager
+            && let Err(e) = mgr.release_dead_sandbox(id)
+        {
+            tracing::warn!(sandbox = id, error = %e, "network release");
+        }
+    }
+
     /// Gives the running sandbox whose PID 1 is `pid` its link and listeners.
     pub fn attach(&self, id: &str, pid: i32) -> Result<(), String> {
         if let Some(why) = &self.ca_error {
@@ -518,7 +530,8 @@ impl hutch_sandbox::NetworkHook for Hook {
     }
 
     fn teardown(&self, id: &str) -> hutch_sandbox::Result<()> {
-        self.0.forget(id);
+        // The engine calls this after the sandbox's processes are killed and reaped.
+        self.0.forget_dead(id);
         Ok(())
     }
 }
