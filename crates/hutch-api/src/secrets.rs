@@ -82,6 +82,7 @@ impl fmt::Debug for CreateSecret {
             .field("name", &self.name)
             .field("value", &"<redacted>")
             .field("description", &self.description)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -91,6 +92,7 @@ impl fmt::Debug for UpdateSecret {
         f.debug_struct("UpdateSecret")
             .field("value", &"<redacted>")
             .field("description", &self.description)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -115,11 +117,13 @@ mod tests {
             name: "N".into(),
             value: "hunter2".into(),
             description: None,
+            hosts: Vec::new(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         let u = UpdateSecret {
             value: "hunter2".into(),
             description: None,
+            hosts: None,
         };
         assert!(!format!("{u:?}").contains("hunter2"));
     }

@@ -286,6 +286,10 @@ async fn blocked_requests_and_no_direct_route() {
     );
     let seen = n.api.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some("api.fake.test")
+    );
+    assert_eq!(
         (seen.method.as_str(), seen.body.as_slice()),
         ("POST", &b"hello=world"[..])
     );
