@@ -475,8 +475,10 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
 /// The answer to a blocked request.
 pub(crate) fn blocked(b: &Blocked) -> Response<Body> {
     let text = format!(
-        "Blocked by Hutch's egress policy: {}\n\nTo get access, ask the sandbox's operator to add a rule to its \
-         network policy (or request approval: hutch approvals).\n",
+        "Blocked by Hutch's egress policy: {}\n\nTo get access, ask for it from inside the sandbox: \
+         /.hutch/hutch request-access HOST --reason WHY --wait 300 \
+         (or POST http://hutch.internal/v1/access-requests {{\"host\",\"justification\"}}); \
+         the operator decides with `hutch approvals`.\n",
         b.reason
     );
     let mut resp = Response::new(
