@@ -146,6 +146,8 @@ impl NetworkManager {
         let host = host_ipv4_addresses();
         let mut t = self.table();
         let pool = t.pool();
+        // Blocks whose addresses are already on the host (a link not gone yet, another Hutch
+        // with the same pool) would route replies to the wrong link: skip them.
         let a = t.allocate_avoiding(id, &host_ifname(id), &|i| {
             let (gw, addr) = pool.block(i);
             host.contains(&gw) || host.contains(&addr)
@@ -173,18 +175,11 @@ impl NetworkManager {
                 message: format!("sandbox {id} is in the host's network namespace"),
             });
         }
-        let ifname = host_ifname(id);
-        let net = {
-            let host = host_ipv4_addresses();
-            let mut t = self.table();
-            let pool = t.pool();
-            // Blocks whose addresses are already on the host (another Hutch with the same pool,
-            // or a leftover) would route replies to the wrong link: skip them.
-            let a = t.allocate_avoiding(id, &ifname, &|i| {
-                let (gw, addr) = pool.block(i);
-                host.contains(&gw) || host.contains(&addr)
-            })?;
-            net_of(t.pool(), id, &a)
+        // Usually reserved already (the server does it before the sandbox starts).
+        let reserved = self.get(id);
+        let net = match reserved {
+            Some(net) => net,
+            None => self.reserve(id)?,
         };
         match configure(&net, ns) {
             Ok(()) => {

@@ -9,12 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// Shorter values are not matched as exact secrets: they would flag ordinary traffic.
-pub const MIN_SECRET_LEN: usize = 8;
-
 /// Rebuilds the scanner now and whenever the secrets change, until `stop`.
 pub async fn run(state: AppState, stop: CancellationToken) {
     let mut changes = state.secrets().subscribe();
+    // The first pass repeats the build done before networks were restored: a secret changed
+    // between that build and this subscription would otherwise be missed.
     let mut first = true;
     loop {
         refresh(&state).await;
@@ -45,7 +44,8 @@ pub async fn refresh(state: &AppState) {
     };
     let secrets: Vec<Secret> = values
         .into_iter()
-        .filter(|(_, _, v)| v.len() >= MIN_SECRET_LEN)
+        // Shorter values cannot be scanned for (they would flag ordinary traffic).
+        .filter(|(_, _, v)| v.len() >= hutch_net::dlp::MIN_SECRET_LEN)
         // One name for every registered secret: findings end up in 403 reasons and egress
         // logs of any team's sandbox, and must not reveal another team's secret names.
         .map(|(_, _name, value)| Secret {

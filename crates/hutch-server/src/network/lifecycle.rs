@@ -227,7 +227,7 @@ pub async fn attach(state: &AppState, record: &SandboxRecord, spec: &NetworkSpec
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
-            state.network().forget(&record.id);
+            state.network().forget_blocking(&record.id).await;
             return Err(e);
         }
     };
@@ -260,7 +260,7 @@ pub async fn attach(state: &AppState, record: &SandboxRecord, spec: &NetworkSpec
     }
     .await;
     if result.is_err() {
-        state.network().forget(&record.id);
+        state.network().forget_blocking(&record.id).await;
     }
     result
 }

@@ -167,8 +167,7 @@ impl Network {
             decisions.clone(),
         ));
         // The installation's CA: created once, its key sealed with a key derived from the
-        // secrets key. Failing to load an existing one stops the server (fail closed).
-        // A CA that cannot be loaded (e.g. the secrets key changed) must not silently turn
+        // secrets key. A CA that cannot be loaded (e.g. the secrets key changed) must not silently turn
         // interception off: the server starts, but no sandbox gets a network until it is fixed.
         let (ca, ca_error) = match (cfg.intercept_tls, ca_key) {
             (true, Some(key)) => match hutch_net::ca::Ca::load_or_create(data_dir, key) {
@@ -327,6 +326,14 @@ impl Network {
             env.insert("NODE_EXTRA_CA_CERTS".into(), SANDBOX_CA_PATH.into());
         }
         Ok(Prepared { env, files })
+    }
+
+    /// [`Network::forget`] off the async runtime (it waits for listeners and does netlink I/O).
+    pub async fn forget_blocking(self: &Arc<Self>, id: &str) {
+        let (network, id) = (self.clone(), id.to_owned());
+        if let Err(e) = tokio::task::spawn_blocking(move || network.forget(&id)).await {
+            tracing::warn!(error = %e, "network teardown panicked");
+        }
     }
 
     /// Forgets a sandbox: listeners, policy, link and addresses. Idempotent.

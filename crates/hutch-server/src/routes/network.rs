@@ -110,18 +110,18 @@ pub async fn set_network(
     crate::network::assign_placeholders(&mut spec)?;
     match (sb.network.is_networked(), spec.is_networked()) {
         (false, true) => {
+            // `attach` installs the policy itself (before the link carries anything).
             crate::network::attach(&state, &sb, &spec).await?;
-            apply_and_store(&state, &sb.team_id, &id, &spec).await?;
+            if !state.store().set_sandbox_network(&id, &spec).await? {
+                state.network().forget_blocking(&id).await;
+                return Err(AppError::not_found(format!("sandbox {id} not found")));
+            }
         }
         (true, false) => {
             if !state.store().set_sandbox_network(&id, &spec).await? {
                 return Err(AppError::not_found(format!("sandbox {id} not found")));
             }
-            let network = state.network().clone();
-            let id2 = id.clone();
-            tokio::task::spawn_blocking(move || network.forget(&id2))
-                .await
-                .map_err(|e| AppError::internal(format!("network teardown panicked: {e}")))?;
+            state.network().forget_blocking(&id).await;
         }
         _ => apply_and_store(&state, &sb.team_id, &id, &spec).await?,
     }
@@ -418,6 +418,9 @@ pub async fn approve(
         methods: req.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
         paths: path.into_iter().collect(),
     };
+    // Read-modify-write of the sandbox's spec: serialised with PUT …/network and other approvals.
+    let lock = state.network().spec_lock(&a.sandbox_id);
+    let _guard = lock.lock().await;
     let sb = load(&state, &caller, &a.sandbox_id)
         .await
         .map_err(|_| AppError::conflict(format!("sandbox {} no longer exists", a.sandbox_id)))?;

@@ -210,7 +210,7 @@ async fn create_task(
     if spec.network {
         // Addresses, files, environment and the live policy before anything runs inside.
         if let Err(e) = crate::network::prepare_create(&state, &record, &mut spec).await {
-            state.network().forget(&id);
+            state.network().forget_blocking(&id).await;
             state
                 .store()
                 .set_sandbox_state(
