@@ -4,14 +4,12 @@
 //! sandboxes' guest (`<exe> guest --listen-fd …`), hence its own `main`.
 
 mod common;
+#[path = "common/runner.rs"]
+mod runner;
 
-use std::future::Future;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestServer, assert_error, eventually, json_of};
 use futures::{SinkExt, StreamExt};
@@ -19,117 +17,15 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-type TestFn = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        &[$((stringify!($name), (|| Box::pin($name())) as TestFn)),*]
-    };
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("guest") {
-        guest_main(&args[2..]);
-        return;
-    }
-    let all: &[(&str, TestFn)] = tests![
+    let all: &[(&str, runner::TestFn)] = runner::tests![
         preview_http_access_and_forwarding,
         preview_websocket_and_custom_domain,
         preview_errors_for_missing_and_stopped_sandboxes,
         preview_settings_survive_a_restart,
         port_connect_over_websocket,
     ];
-    let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in all {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let selected: Vec<_> = all
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    println!("\nrunning {} tests", selected.len());
-    let results: Vec<(&str, Result<(), String>, Duration)> = rt.block_on(async {
-        let mut handles = Vec::new();
-        for (name, f) in selected {
-            handles.push((*name, tokio::spawn(f()), Instant::now()));
-        }
-        let mut out = Vec::new();
-        for (name, h, start) in handles {
-            let r = h.await.map_err(|e| {
-                let p = e.into_panic();
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            });
-            out.push((name, r, start.elapsed()));
-        }
-        out
-    });
-    let mut failed = 0;
-    for (name, r, took) in &results {
-        match r {
-            Ok(()) => println!("test {name} ... ok ({:.1}s)", took.as_secs_f64()),
-            Err(msg) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n    {msg}");
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {failed} failed",
-        if failed == 0 { "ok" } else { "FAILED" },
-        results.len() - failed
-    );
-    if failed > 0 {
-        std::process::exit(101);
-    }
-}
-
-/// `guest --listen-fd N --status-fd N --config-fd N`, as the engine launches it.
-fn guest_main(args: &[String]) {
-    let flag = |name: &str| -> i32 {
-        let i = args
-            .iter()
-            .position(|a| a == name)
-            .unwrap_or_else(|| panic!("missing {name}"));
-        args[i + 1].parse().unwrap()
-    };
-    let (listen_fd, status_fd, config_fd) = (
-        flag("--listen-fd"),
-        flag("--status-fd"),
-        flag("--config-fd"),
-    );
-    // SAFETY: the engine hands us these fds for our exclusive use.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(config_fd) });
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).unwrap();
-    let config: hutch_guest::GuestConfig = serde_json::from_slice(&buf).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        // SAFETY: as above.
-        let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(listen_fd) };
-        std_l.set_nonblocking(true).unwrap();
-        let listener =
-            hutch_guest::Listener::Unix(tokio::net::UnixListener::from_std(std_l).unwrap());
-        let ready = move || {
-            // SAFETY: as above.
-            let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
-            let _ = std::io::Write::write_all(&mut f, b"R");
-        };
-        hutch_guest::serve(listener, config, ready).await.unwrap();
-    });
+    runner::main(all);
 }
 
 /// The servers run in the sandboxes: `app.py http PORT` (files from /tmp/www, `GET /headers`

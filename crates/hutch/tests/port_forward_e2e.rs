@@ -2,153 +2,16 @@
 //! Python HTTP server runs in the sandbox, the real binary forwards a local port to it, and an
 //! HTTP client fetches files through that port.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod cli_common;
+
+use cli_common::{Server, free_port};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_hutch");
-const START_DEADLINE: Duration = Duration::from_secs(90);
-
-/// A `hutch server` child process with its own data dir.
-struct Server {
-    child: Option<Child>,
-    url: String,
-    key: String,
-    dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-fn healthz(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("server log");
-        let child = Command::new(BIN)
-            .args(["server", "--listen", &addr, "--data-dir"])
-            .arg(&data)
-            .env_remove("HUTCH_URL")
-            .env_remove("HUTCH_API_KEY")
-            .env_remove("HUTCH_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // A file: processes the server starts may outlive it and must not hold our pipes.
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start hutch server");
-        let mut server = Server {
-            child: Some(child),
-            url: format!("http://{addr}"),
-            key: String::new(),
-            dir,
-        };
-        let deadline = Instant::now() + START_DEADLINE;
-        while !healthz(&addr) {
-            if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
-                panic!("hutch server exited early: {status}\n{}", server.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hutch server did not answer /healthz in time\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server.key = std::fs::read_to_string(data.join("admin.key"))
-            .expect("admin.key")
-            .trim()
-            .to_owned();
-        server
-    }
-
-    /// A `hutch` command aimed at this server (through the environment), stdin closed.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env("HUTCH_URL", &self.url)
-            .env("HUTCH_API_KEY", &self.key)
-            .env("HOME", self.dir.path())
-            .env_remove("HUTCH_CLI_CONFIG")
-            .env_remove("XDG_CONFIG_HOME")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args).output().expect("run hutch");
-        assert!(
-            out.status.success(),
-            "hutch {args:?} failed with {}\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        format!("--- server log ---\n{text}")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Sandboxes outlive a stopped server: delete what the test left behind.
-            if let Ok(out) = self.cmd(&["ls", "-q", "--all"]).output() {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids.iter().map(String::as_str));
-                    let _ = self
-                        .cmd(&args)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                }
-            }
-            signal(&child, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-    }
-}
 
 fn signal(child: &Child, sig: i32) {
     // SAFETY: plain kill(2) of our own child's pid.
