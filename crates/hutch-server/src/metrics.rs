@@ -41,6 +41,7 @@ pub struct Metrics {
     sandboxes: Family<StateLabels, Gauge>,
     create_seconds: Histogram,
     http_requests: Family<HttpLabels, Counter>,
+    egress_dropped: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,7 +68,14 @@ impl Metrics {
             "HTTP requests by method, route template and status",
             http_requests.clone(),
         );
+        let egress_dropped = Gauge::default();
+        registry.register(
+            "egress_log_dropped",
+            "Egress log entries dropped because the log's queue was full",
+            egress_dropped.clone(),
+        );
         Metrics {
+            egress_dropped,
             registry: Arc::new(registry),
             sandboxes,
             create_seconds,
@@ -96,6 +104,12 @@ impl Metrics {
                 })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets the number of egress log entries dropped so far.
+    pub fn set_egress_dropped(&self, n: u64) {
+        self.egress_dropped
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The text exposition format.

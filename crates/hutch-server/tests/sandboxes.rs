@@ -683,6 +683,7 @@ async fn metrics_count_sandboxes() {
         text.contains("route=\"/v1/sandboxes\",status=\"201\""),
         "{text}"
     );
+    assert!(text.contains("hutch_egress_log_dropped 0"), "{text}");
     s.delete(&format!("/v1/sandboxes/{id}"), &k).await;
     let _ = s.stop().await;
 }

@@ -59,6 +59,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(counts) => state.metrics().set_sandbox_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "cannot count sandboxes for metrics"),
     }
+    state
+        .metrics()
+        .set_egress_dropped(state.network().egress().dropped());
     (
         StatusCode::OK,
         [(
