@@ -843,3 +843,52 @@ fn upstream_on_the_host_itself_is_refused() {
         });
     });
 }
+
+#[tokio::test]
+async fn connections_per_listener_are_capped() {
+    let web = http_server().await;
+    let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+    let store = Arc::new(PolicyStore::new(Arc::new(StaticLookup(
+        [(lo, "sb".to_string())].into_iter().collect(),
+    ))));
+    store.set("sb", policy(POLICY)).expect("set");
+    let resolver = StaticResolver(
+        [("allowed.test".to_string(), vec![web])]
+            .into_iter()
+            .collect(),
+    );
+    let cfg = GatewayConfig {
+        allow_upstream: vec!["127.0.0.1/32".parse().expect("net")],
+        max_connections: 2,
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::new(store, Arc::new(resolver), cfg);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(gw.serve(l, Listener::Http { port: 80 }));
+    // Two idle connections take both slots.
+    let idle1 = TcpStream::connect(addr).await.expect("connect");
+    let idle2 = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third is queued by the kernel but not served while they stay open...
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    third
+        .write_all(b"GET /x HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the cap");
+    // ...and is served as soon as one of them closes.
+    drop(idle1);
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("served after a slot freed")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(idle2);
+}

@@ -67,6 +67,10 @@ pub struct GatewayConfig {
     /// Largest request body scanned; a larger one is blocked when DLP is on (fail closed), as
     /// is any compressed body.
     pub max_scan_body: usize,
+    /// Most connections one listening socket serves at once; more wait in the kernel's accept
+    /// queue. The server binds one set of listeners per sandbox, so this caps what one sandbox
+    /// can hold open (and buffer: up to `max_scan_body` per connection).
+    pub max_connections: usize,
     /// Where egress records go (one per request, tunnel and connection of a known sandbox).
     pub sink: Option<Arc<dyn EgressSink>>,
     /// What answers `http://hutch.internal/` (`None`: 404).
@@ -88,6 +92,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("client_timeout", &self.client_timeout)
             .field("dlp", &self.dlp.is_some())
             .field("max_scan_body", &self.max_scan_body)
+            .field("max_connections", &self.max_connections)
             .field("sink", &self.sink.is_some())
             .field("internal", &self.internal.is_some())
             .field("ca", &self.ca.is_some())
@@ -108,6 +113,7 @@ impl Default for GatewayConfig {
             client_timeout: Duration::from_secs(30),
             dlp: None,
             max_scan_body: 8 << 20,
+            max_connections: 128,
             sink: None,
             internal: None,
             ca: None,
@@ -240,7 +246,12 @@ impl Gateway {
     /// Accept connections on `listener` forever. Bind it to specific gateway addresses, never
     /// `0.0.0.0` (which would also expose it on the host's other interfaces).
     pub async fn serve(self: Arc<Self>, listener: TcpListener, kind: Listener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.max_connections.max(1)));
         loop {
+            // At the cap, stop accepting until a connection ends.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -252,6 +263,7 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let gw = self.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 match kind {
                     Listener::Http { port } => {
                         http::serve_conn(gw, stream, peer, http::Via::Http { port }).await
