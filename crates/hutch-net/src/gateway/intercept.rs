@@ -56,7 +56,7 @@ impl Tls {
 }
 
 /// The host's trusted roots, or the Mozilla set when it has none.
-fn system_roots() -> RootCertStore {
+pub fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for e in &found.errors {

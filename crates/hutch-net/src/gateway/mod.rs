@@ -29,6 +29,7 @@ mod upstream;
 
 pub(crate) use egress::now_ms;
 pub use egress::{EgressKind, EgressRecord, EgressSink};
+pub use intercept::system_roots;
 pub use internal::{
     INTERNAL_HOST, INTERNAL_MAX_BODY, InternalFuture, InternalService, is_internal,
 };

@@ -460,40 +460,23 @@ impl Network {
 
 /// The system roots plus the operator's extra CA files, for upstream TLS.
 fn upstream_roots(files: &[PathBuf]) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = hutch_net::gateway::system_roots();
     for f in files {
-        let pem = std::fs::read(f)
-            .map_err(|e| format!("network.upstream_ca_files: {}: {e}", f.display()))?;
+        let bad =
+            |e: &dyn std::fmt::Display| format!("network.upstream_ca_files: {}: {e}", f.display());
+        let pem = std::fs::read(f).map_err(|e| bad(&e))?;
         let mut added = 0;
-        for cert in rustls_pemfile_certs(&pem) {
-            roots
-                .add(cert)
-                .map_err(|e| format!("network.upstream_ca_files: {}: {e}", f.display()))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             added += 1;
         }
         if added == 0 {
-            return Err(format!(
-                "network.upstream_ca_files: {} holds no certificate",
-                f.display()
-            ));
+            return Err(bad(&"holds no certificate"));
         }
     }
     Ok(roots)
-}
-
-/// The certificates in a PEM bundle.
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(|c| c.ok())
-        .collect()
 }
 
 /// Aborts the tasks and waits (briefly) until their sockets are closed, so the addresses can

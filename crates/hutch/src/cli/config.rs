@@ -179,7 +179,7 @@ fn read_key() -> anyhow::Result<String> {
 }
 
 /// Read a line from the terminal on stdin without echoing it.
-fn read_line_quietly(text: &mut String) -> anyhow::Result<()> {
+pub(crate) fn read_line_quietly(text: &mut String) -> anyhow::Result<()> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
     let saved = tcgetattr(&stdin).ok();

@@ -134,7 +134,7 @@ fn read_value(name: &str) -> anyhow::Result<String> {
     if stdin.is_terminal() {
         eprint!("Value for {name}: ");
         std::io::stderr().flush()?;
-        read_line_quietly(&mut text)?;
+        super::config::read_line_quietly(&mut text)?;
         eprintln!();
     } else {
         // A little more than allowed (room for a newline), so an oversize value is reported
@@ -169,24 +169,6 @@ pub fn value_from_input(mut text: String) -> anyhow::Result<String> {
         bail!("the value is larger than {MAX_SECRET_VALUE_BYTES} bytes");
     }
     Ok(text)
-}
-
-/// Reads a line from the terminal on stdin without echoing it.
-fn read_line_quietly(text: &mut String) -> anyhow::Result<()> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).ok();
-    if let Some(saved) = &saved {
-        let mut quiet = saved.clone();
-        quiet.local_flags.remove(LocalFlags::ECHO);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
-    }
-    let res = stdin.read_line(text);
-    if let Some(saved) = &saved {
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
-    }
-    res?;
-    Ok(())
 }
 
 /// The `secrets ls` table.
