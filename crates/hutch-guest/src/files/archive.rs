@@ -118,6 +118,10 @@ pub fn extract<R: Read>(r: R, dir: &Path) -> std::io::Result<u64> {
             tracing::warn!(path = ?entry.path().ok(), "skipped archive entry outside the target");
         }
     }
+    // The archive ends at its first zero block; the sender may still be writing the second one
+    // and record padding. Read them: answering before the request body is consumed makes the
+    // connection close under the client's feet (seen as a failed upload, depending on timing).
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
     Ok(n)
 }
 
@@ -164,6 +168,27 @@ pub async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extract_reads_the_whole_body() {
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(buf)?;
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), "hello").unwrap();
+        let mut tar = write_tar(src.path(), Vec::new()).unwrap();
+        // Zeros after the end-of-archive blocks (record padding), more than one buffer's worth.
+        tar.extend_from_slice(&vec![0u8; 200 * 1024]);
+        let dst = tempfile::tempdir().unwrap();
+        let mut r = Counting(&tar, 0);
+        extract(&mut r, dst.path()).unwrap();
+        assert_eq!(r.1, tar.len());
+    }
 
     #[test]
     fn round_trip_and_escape() {

@@ -139,10 +139,11 @@ impl Server {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "hutch {args:?} failed with {}\nstdout: {}\nstderr: {}",
+            "hutch {args:?} failed with {}\nstdout: {}\nstderr: {}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
